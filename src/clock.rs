@@ -1,0 +1,46 @@
+//! The wall clock, as an input.
+//!
+//! Scheduling is a pure function of "now"; the daemon asks a `Clock` and tests give it
+//! one that follows tokio's paused time, so a test can jump over a DST change in
+//! microseconds of real time.
+
+use chrono::{DateTime, Utc};
+
+/// The source of "now" for the timer loop.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's real-time clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Wall time = `base` + tokio time elapsed since creation. Under
+/// `tokio::time::pause()` it advances exactly as far as the test's timers do.
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    base: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl TokioClock {
+    pub fn starting_at(base: DateTime<Utc>) -> Self {
+        TokioClock {
+            base,
+            start: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = self.start.elapsed();
+        self.base + chrono::Duration::from_std(elapsed).unwrap_or(chrono::Duration::MAX)
+    }
+}

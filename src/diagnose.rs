@@ -1,0 +1,204 @@
+//! What to tell the user when a send fails: the `hint` field of the ERROR line.
+//!
+//! Matching follows the research sheet's advice: on (basic code, enhanced code, a stable
+//! phrase), never on the whole line, since Gmail appends `<id> - gsmtp` and Microsoft
+//! `[HOST.PROD.OUTLOOK.COM ...]`. A provider's hint applies when the reply matches it,
+//! or when the host is that provider's and the reply is a generic auth failure.
+
+use crate::config::{SmtpConfig, TlsMode};
+use crate::mailer::{ErrorClass, Phase, SendError};
+use crate::provider::Provider;
+
+/// The hint for a failed send, if there is something useful to say.
+pub fn hint(err: &SendError, cfg: &SmtpConfig) -> Option<String> {
+    let reply = err.reply.as_deref().unwrap_or("");
+    let has = |s: &str| reply.to_ascii_lowercase().contains(&s.to_ascii_lowercase());
+    let code = err.code;
+    let provider = cfg.effective_provider();
+    let credential = credential_note(cfg);
+
+    match err.class {
+        ErrorClass::Auth => Some(auth_hint(code, &has, provider, cfg, &credential)),
+        ErrorClass::Tls => Some(tls_hint(err, cfg)),
+        ErrorClass::Connect => Some(format!(
+            "cronmail could not reach {}:{}. Check `host` and `port`, DNS and the firewall; \
+             port 465 needs `tls = \"implicit\"` and port 587 `tls = \"starttls\"`. cronmail will retry",
+            cfg.host, cfg.port
+        )),
+        ErrorClass::Transient => {
+            if has("4.5.3") && has("sender thread limit") || has("432 4.3.2") {
+                Some("Microsoft 365 allows at most 3 concurrent connections per mailbox; lower `max_connections`".to_owned())
+            } else if has("5.4.5") || has("daily user sending") {
+                Some(
+                    "the daily sending limit is reached; it resets over a rolling 24 hours"
+                        .to_owned(),
+                )
+            } else {
+                Some("the server asked to try again later; cronmail will retry".to_owned())
+            }
+        }
+        ErrorClass::Permanent => Some(permanent_hint(err, &has)),
+        ErrorClass::Timeout | ErrorClass::Local => None,
+    }
+}
+
+fn credential_note(cfg: &SmtpConfig) -> String {
+    match (&cfg.username, &cfg.password) {
+        (Some(u), Some(src)) => format!(" (username `{u}`, password from {src})"),
+        _ => " (no `username` is configured)".to_owned(),
+    }
+}
+
+fn auth_hint(
+    code: Option<u16>,
+    has: &dyn Fn(&str) -> bool,
+    provider: Option<Provider>,
+    cfg: &SmtpConfig,
+    credential: &str,
+) -> String {
+    // Gmail: BadCredentials (535 5.7.8) and InvalidSecondFactor (534 5.7.9).
+    if has("5.7.8") && (has("BadCredentials") || has("Username and Password not accepted"))
+        || has("5.7.9") && has("Application-specific password required")
+    {
+        return format!("{}{credential}", Provider::Gmail.credential_advice());
+    }
+    if has("5.7.14") && has("web browser") {
+        return format!(
+            "Google wants a sign-in in a web browser first: sign in at https://mail.google.com once, \
+             then use an App Password or XOAUTH2{credential}"
+        );
+    }
+    if code == Some(454) && has("Too many login attempts") {
+        return format!(
+            "Google is rate-limiting logins; wait before trying again. Many logins in a row come from \
+             reconnecting per message or from a wrong password retried{credential}"
+        );
+    }
+    if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
+        return format!(
+            "SMTP AUTH is disabled for the whole Microsoft 365 tenant. An admin can enable it \
+             (Set-TransportConfig -SmtpClientAuthenticationDisabled $false, or per mailbox \
+             Set-CASMailbox -SmtpClientAuthenticationDisabled $false), or use XOAUTH2{credential}"
+        );
+    }
+    if has("5.7.139") && has("credentials were incorrect") {
+        return format!("Microsoft says the username or password is wrong{credential}");
+    }
+    if has("5.7.139") && has("security defaults") {
+        return format!(
+            "the tenant's security defaults block basic authentication; use XOAUTH2, or ask an admin \
+             for an exception{credential}"
+        );
+    }
+    if has("5.7.139") || has("5.7.3") && has("Authentication unsuccessful") || has("5.7.30") {
+        let who = if provider == Some(Provider::Outlook) {
+            Provider::Outlook
+        } else {
+            Provider::Office365
+        };
+        return format!("{}{credential}", who.credential_advice());
+    }
+    if code == Some(504) && has("5.7.4") {
+        return format!(
+            "the server does not accept this login mechanism here; Microsoft offers only LOGIN and \
+             XOAUTH2, and only after STARTTLS{credential}"
+        );
+    }
+    if has("#AUTH005") {
+        return format!("{}{credential}", Provider::Yahoo.credential_advice());
+    }
+    if has("#MBR1212") {
+        return format!(
+            "Yahoo says the username or password is wrong; use an app password{credential}"
+        );
+    }
+    if code == Some(530) {
+        if cfg.username.is_none() {
+            return "the server requires authentication: set `username` and a password source in [smtp]".to_owned();
+        }
+        return format!("the server requires authentication before sending{credential}");
+    }
+    if code == Some(538) {
+        return format!(
+            "the server allows AUTH only over TLS; use `tls = \"starttls\"` or `\"implicit\"`{credential}"
+        );
+    }
+    if code.is_none() {
+        return format!(
+            "no login mechanism in common with the server (cronmail offers PLAIN and LOGIN){credential}"
+        );
+    }
+    match provider {
+        Some(p) => format!("{}{credential}", p.credential_advice()),
+        None => format!(
+            "the server refused the login. Check the username and the password; many providers \
+             require an app password for SMTP instead of the account password{credential}"
+        ),
+    }
+}
+
+fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
+    let d = err.detail.as_str();
+    if err.phase == Phase::Starttls && d.contains("did not offer STARTTLS") {
+        return format!(
+            "{}:{} does not offer STARTTLS. If this port expects TLS from the first byte (usually 465), \
+             set `tls = \"implicit\"`; cronmail never falls back to plain text",
+            cfg.host, cfg.port
+        );
+    }
+    if err.phase == Phase::Starttls && err.code.is_some() {
+        return "the server refused STARTTLS; nothing was sent. Try again later, or ask the server's operator".to_owned();
+    }
+    if d.contains("not trusted") || d.contains("unknown issuer") {
+        return "if the server uses a private certificate authority, add its certificate in PEM form with \
+                `ca_file`; cronmail never skips verification"
+            .to_owned();
+    }
+    if d.contains("another host name") {
+        return format!(
+            "connect with the host name the certificate was issued for; `host` is `{}`",
+            cfg.host
+        );
+    }
+    if d.contains("expired") {
+        return "the server's operator must renew its certificate".to_owned();
+    }
+    if d.contains("InvalidContentType")
+        || d.contains("wrong version")
+        || d.contains("CorruptMessage")
+    {
+        let other = if cfg.tls == TlsMode::Implicit {
+            "starttls"
+        } else {
+            "implicit"
+        };
+        return format!(
+            "the server did not speak TLS as `tls = \"{}\"` expects; port 465 usually wants `implicit`, \
+             587 `starttls`. Try `tls = \"{other}\"`",
+            cfg.tls
+        );
+    }
+    "TLS could not be established; nothing was sent".to_owned()
+}
+
+fn permanent_hint(err: &SendError, has: &dyn Fn(&str) -> bool) -> String {
+    if has("SendAsDenied")
+        || has("5.7.60")
+        || has("Relaying disallowed")
+        || has("Sender address is not allowed")
+    {
+        return "the server does not let this account send as the `from` address; use the account's own \
+                address or an alias it may send as"
+            .to_owned();
+    }
+    if has("5.4.5") || has("SubmissionQuotaExceeded") || has("5.1.90") {
+        return "the account's daily sending limit is reached".to_owned();
+    }
+    match err.phase {
+        Phase::Rcpt => {
+            "the server refused a recipient; check the addresses in `to`, `cc` and `bcc`".to_owned()
+        }
+        Phase::Mail => "the server refused the sender; check `from`".to_owned(),
+        _ => "the server refused the message permanently; cronmail will not retry it".to_owned(),
+    }
+}

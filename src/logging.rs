@@ -1,0 +1,49 @@
+//! Log output: text or JSON on stderr, level from `--log-level` or `$CRONMAIL_LOG`.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::LogFormat;
+
+/// Is stderr the systemd journal? systemd sets `JOURNAL_STREAM=DEV:INODE` for the
+/// stream it connects; if stderr is that stream, the journal adds timestamps itself.
+fn stderr_is_journal() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(value) = std::env::var("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = value.split_once(':') else {
+        return false;
+    };
+    let Ok(meta) = std::fs::metadata("/proc/self/fd/2") else {
+        return false;
+    };
+    dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
+}
+
+/// Installs the global subscriber. Returns an error message for a bad filter.
+pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+    let spec = level
+        .map(str::to_owned)
+        .or_else(|| std::env::var("CRONMAIL_LOG").ok())
+        .unwrap_or_else(|| "info".to_owned());
+    let filter =
+        EnvFilter::try_new(&spec).map_err(|e| format!("invalid log level `{spec}`: {e}"))?;
+    let journal = stderr_is_journal();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && !journal)
+        .with_target(false);
+    let result = match (format, journal) {
+        (LogFormat::Json, _) => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
+        (LogFormat::Text, true) => builder.without_time().try_init(),
+        (LogFormat::Text, false) => builder.try_init(),
+    };
+    result.map_err(|e| e.to_string())
+}

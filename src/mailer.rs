@@ -1,0 +1,559 @@
+//! A message -> SMTP over TLS, or the outbox. Classifies every failure.
+//!
+//! We drive lettre's `AsyncSmtpConnection` one phase at a time (connect, STARTTLS,
+//! AUTH, MAIL, RCPT, DATA) instead of its `AsyncSmtpTransport`, for three reasons:
+//! - STARTTLS is checked here, before any AUTH: lettre's `Tls::Opportunistic` would send
+//!   credentials in clear to a server that does not offer it, and we never downgrade.
+//! - Knowing the phase of a failure is what makes the class and the hint right (a 535
+//!   at AUTH is a credential problem; a 550 at RCPT is a bad recipient).
+//! - lettre's async transport has no read timeout and its pool no connection cap; the
+//!   whole transaction is bounded by `timeout` and concurrent connections by a semaphore.
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::config::{SmtpConfig, TlsMode, TransportConfig};
+use crate::diagnose;
+use crate::exit::Exit;
+use crate::message::Outgoing;
+
+/// Concurrent SMTP connections when nothing else is configured. Microsoft 365 allows 3
+/// concurrent submissions per mailbox, and more buys nothing for a reminder daemon.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
+
+/// What kind of failure a send met, which decides retrying, the exit code and the hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorClass {
+    /// The server refused the credentials (or wants some).
+    Auth,
+    /// TLS could not be set up: no STARTTLS, an untrusted or wrong certificate, a handshake failure.
+    Tls,
+    /// No connection: refused, reset, unreachable, DNS.
+    Connect,
+    /// The whole transaction took longer than `timeout`.
+    Timeout,
+    /// A 4xx reply: try again later.
+    Transient,
+    /// A 5xx reply: the server will not take this message.
+    Permanent,
+    /// A local failure, such as the outbox folder not being writable.
+    Local,
+}
+
+impl ErrorClass {
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Auth => "auth",
+            ErrorClass::Tls => "tls",
+            ErrorClass::Connect => "connect",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Transient => "transient",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Local => "local",
+        }
+    }
+
+    pub fn exit(self) -> Exit {
+        match self {
+            ErrorClass::Auth => Exit::NoPerm,
+            ErrorClass::Tls | ErrorClass::Connect => Exit::Unavailable,
+            ErrorClass::Timeout | ErrorClass::Transient => Exit::TempFail,
+            ErrorClass::Permanent => Exit::Rejected,
+            ErrorClass::Local => Exit::Io,
+        }
+    }
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The step of the SMTP conversation a failure happened in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Connect,
+    Starttls,
+    Auth,
+    Mail,
+    Rcpt,
+    Data,
+    Write,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Connect => "connecting",
+            Phase::Starttls => "STARTTLS",
+            Phase::Auth => "AUTH",
+            Phase::Mail => "MAIL FROM",
+            Phase::Rcpt => "RCPT TO",
+            Phase::Data => "DATA",
+            Phase::Write => "writing",
+        }
+    }
+}
+
+/// A failed send, with everything the log line and the user need.
+#[derive(Clone, Debug)]
+pub struct SendError {
+    pub class: ErrorClass,
+    pub phase: Phase,
+    /// The server's reply code, when the failure was a reply.
+    pub code: Option<u16>,
+    /// The server's exact reply text (all lines), when there was one.
+    pub reply: Option<String>,
+    /// What went wrong, in words; the reply when there was one.
+    pub detail: String,
+    /// What to do about it.
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} failed ({}): ", self.phase.name(), self.class)?;
+        match (self.code, &self.reply) {
+            (Some(code), Some(reply)) => write!(f, "{code} {reply}")?,
+            _ => f.write_str(&self.detail)?,
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The server's answer to a delivered message.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub code: u16,
+    pub reply: String,
+    pub elapsed: Duration,
+}
+
+/// Facts from `check --smtp`.
+#[derive(Clone, Debug)]
+pub struct ProbeReport {
+    pub server: String,
+    pub greeting: String,
+    pub tls: Option<crate::tls::PeerInfo>,
+    pub auth: Option<String>,
+}
+
+/// Sends messages: over SMTP, or into the outbox folder.
+pub enum Mailer {
+    Smtp(SmtpMailer),
+    Outbox(Outbox),
+}
+
+impl Mailer {
+    /// Builds the transport for `config`. `password` is the secret read from the
+    /// configured source, if any.
+    pub fn new(
+        config: &TransportConfig,
+        password: Option<SecretString>,
+        max_connections: usize,
+    ) -> Result<Self, SendError> {
+        match config {
+            TransportConfig::Smtp(smtp) => Ok(Mailer::Smtp(SmtpMailer::new(
+                smtp,
+                password,
+                max_connections,
+            )?)),
+            TransportConfig::Outbox { dir } => Ok(Mailer::Outbox(Outbox { dir: dir.clone() })),
+        }
+    }
+
+    pub async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
+        match self {
+            Mailer::Smtp(s) => s.send(out).await,
+            Mailer::Outbox(o) => o.send(out).await,
+        }
+    }
+
+    /// Where messages go, for logs: `smtp.example.com:587` or the outbox folder.
+    pub fn destination(&self) -> String {
+        match self {
+            Mailer::Smtp(s) => s.server(),
+            Mailer::Outbox(o) => format!("outbox {}", o.dir.display()),
+        }
+    }
+}
+
+/// Writes each message to `<dir>/<message-id>.eml`.
+pub struct Outbox {
+    pub dir: PathBuf,
+}
+
+impl Outbox {
+    async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
+        let started = Instant::now();
+        let dir = self.dir.clone();
+        let name = format!("{}.eml", out.message_id.replace('/', "_"));
+        let bytes = out.bytes.clone();
+        let path = dir.join(&name);
+        let result =
+            tokio::task::spawn_blocking(move || write_atomically(&dir, &name, &bytes)).await;
+        match result {
+            Ok(Ok(())) => Ok(Delivered {
+                code: 250,
+                reply: format!("written to {}", path.display()),
+                elapsed: started.elapsed(),
+            }),
+            Ok(Err(e)) => Err(SendError {
+                class: ErrorClass::Local,
+                phase: Phase::Write,
+                code: None,
+                reply: None,
+                detail: format!("writing `{}`: {e}", path.display()),
+                hint: Some(format!(
+                    "make sure `{}` exists and cronmail may write to it",
+                    self.dir.display()
+                )),
+            }),
+            Err(e) => Err(SendError {
+                class: ErrorClass::Local,
+                phase: Phase::Write,
+                code: None,
+                reply: None,
+                detail: format!("writing `{}`: {e}", path.display()),
+                hint: None,
+            }),
+        }
+    }
+}
+
+/// Write to a temporary file, fsync, rename, fsync the folder: a reader never sees
+/// half a message, and a crash leaves either nothing or the whole file.
+fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, dir.join(name))?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Sends over SMTP with TLS as configured, one connection per message.
+pub struct SmtpMailer {
+    config: SmtpConfig,
+    password: Option<SecretString>,
+    tls: TlsParameters,
+    hello: ClientId,
+    permits: Arc<Semaphore>,
+}
+
+impl SmtpMailer {
+    pub fn new(
+        config: &SmtpConfig,
+        password: Option<SecretString>,
+        max_connections: usize,
+    ) -> Result<Self, SendError> {
+        crate::tls::install_crypto_provider();
+        let mut builder = TlsParameters::builder(config.host.clone());
+        for der in &config.extra_roots {
+            let cert = Certificate::from_der(der.clone())
+                .map_err(|e| local_tls_error(&format!("`ca_file`: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let tls = builder
+            .build_rustls()
+            .map_err(|e| local_tls_error(&format!("setting up TLS: {e}")))?;
+        Ok(SmtpMailer {
+            config: config.clone(),
+            password,
+            tls,
+            hello: ClientId::default(),
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        })
+    }
+
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.config.host, self.config.port)
+    }
+
+    pub fn config(&self) -> &SmtpConfig {
+        &self.config
+    }
+
+    /// Sends one message, bounded by `timeout` for the whole transaction.
+    pub async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
+        let started = Instant::now();
+        let _permit = self.permits.acquire().await.map_err(|_| SendError {
+            class: ErrorClass::Local,
+            phase: Phase::Connect,
+            code: None,
+            reply: None,
+            detail: "the mailer is shutting down".to_owned(),
+            hint: None,
+        })?;
+        let result = match tokio::time::timeout(self.config.timeout, self.transaction(out)).await {
+            Ok(r) => r,
+            Err(_) => Err(SendError {
+                class: ErrorClass::Timeout,
+                phase: Phase::Connect,
+                code: None,
+                reply: None,
+                detail: format!("no complete answer within {}", humantime::format_duration(self.config.timeout)),
+                hint: Some("the server is slow or unreachable; cronmail will try again. Raise `timeout` if this server is always slow".to_owned()),
+            }),
+        };
+        result.map(|response| Delivered {
+            code: u16::from(response.code()),
+            reply: reply_text(&response),
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Connects, secures and authenticates, then leaves the connection to the caller.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let cfg = &self.config;
+        let implicit = (cfg.tls == TlsMode::Implicit).then(|| self.tls.clone());
+        let mut conn = AsyncSmtpConnection::connect_tokio1(
+            (cfg.host.as_str(), cfg.port),
+            Some(cfg.timeout),
+            &self.hello,
+            implicit,
+            None,
+        )
+        .await
+        .map_err(|e| self.classify(Phase::Connect, &e))?;
+
+        if cfg.tls == TlsMode::Starttls {
+            if !conn.server_info().supports_feature(Extension::StartTls) {
+                // Nothing has been sent but EHLO: no AUTH, no message.
+                let _ = conn.quit().await;
+                return Err(self.fail(ErrorClass::Tls, Phase::Starttls, None, "the server did not offer STARTTLS, and `tls = \"starttls\"` requires it; nothing was sent".to_owned()));
+            }
+            conn.starttls(self.tls.clone(), &self.hello)
+                .await
+                .map_err(|e| {
+                    let mut err = self.classify(Phase::Starttls, &e);
+                    err.class = ErrorClass::Tls;
+                    err.hint = diagnose::hint(&err, cfg);
+                    err
+                })?;
+        }
+        if cfg.tls != TlsMode::None && !conn.is_encrypted() {
+            conn.abort().await;
+            return Err(self.fail(
+                ErrorClass::Tls,
+                Phase::Starttls,
+                None,
+                "the connection is not encrypted; nothing was sent".to_owned(),
+            ));
+        }
+
+        if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
+            let creds = Credentials::new(user.clone(), password.expose_secret().to_owned());
+            if let Err(e) = conn
+                .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
+                .await
+            {
+                conn.abort().await;
+                let mut err = self.classify(Phase::Auth, &e);
+                if err.code.is_none() && e.is_client() {
+                    err.detail = format!("{e}; the server offers: {}", conn.server_info());
+                }
+                err.class = ErrorClass::Auth;
+                err.hint = diagnose::hint(&err, cfg);
+                return Err(err);
+            }
+        }
+        Ok(conn)
+    }
+
+    async fn transaction(&self, out: &Outgoing) -> Result<Response, SendError> {
+        let mut conn = self.open().await?;
+        let envelope = &out.envelope;
+
+        let mut options = Vec::new();
+        let non_ascii = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
+        if non_ascii {
+            if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                conn.abort().await;
+                return Err(self.fail(
+                    ErrorClass::Permanent,
+                    Phase::Mail,
+                    None,
+                    "an address is not ASCII and the server does not support SMTPUTF8".to_owned(),
+                ));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !out.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        conn.command(Mail::new(envelope.from().cloned(), options))
+            .await
+            .map_err(|e| self.classify(Phase::Mail, &e))?;
+        for rcpt in envelope.to() {
+            conn.command(Rcpt::new(rcpt.clone(), vec![]))
+                .await
+                .map_err(|e| self.classify(Phase::Rcpt, &e))?;
+        }
+        conn.command(Data)
+            .await
+            .map_err(|e| self.classify(Phase::Data, &e))?;
+        let response = conn
+            .message(&out.bytes)
+            .await
+            .map_err(|e| self.classify(Phase::Data, &e))?;
+        // The message is accepted; a failing QUIT changes nothing.
+        let _ = conn.quit().await;
+        Ok(response)
+    }
+
+    /// `check --smtp`: connect, TLS, AUTH, QUIT, without sending anything.
+    pub async fn probe(&self) -> Result<ProbeReport, SendError> {
+        let cfg = &self.config;
+        let work = async {
+            let tls = if cfg.tls == TlsMode::None {
+                None
+            } else {
+                Some(
+                    crate::tls::inspect(cfg)
+                        .await
+                        .map_err(|e| self.fail(ErrorClass::Tls, Phase::Starttls, None, e))?,
+                )
+            };
+            let mut conn = self.open().await?;
+            let greeting = conn.server_info().name().to_owned();
+            let auth = match (&cfg.username, &self.password) {
+                (Some(user), Some(_)) => Some(format!("accepted for `{user}`")),
+                _ => None,
+            };
+            let _ = conn.quit().await;
+            Ok(ProbeReport {
+                server: self.server(),
+                greeting,
+                tls,
+                auth,
+            })
+        };
+        tokio::time::timeout(cfg.timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(self.fail(
+                    ErrorClass::Timeout,
+                    Phase::Connect,
+                    None,
+                    format!(
+                        "no answer within {}",
+                        humantime::format_duration(cfg.timeout)
+                    ),
+                ))
+            })
+    }
+
+    fn fail(
+        &self,
+        class: ErrorClass,
+        phase: Phase,
+        code: Option<u16>,
+        detail: String,
+    ) -> SendError {
+        let mut err = SendError {
+            class,
+            phase,
+            code,
+            reply: None,
+            detail,
+            hint: None,
+        };
+        err.hint = diagnose::hint(&err, &self.config);
+        err
+    }
+
+    /// Turns a lettre error into a classified `SendError` for `phase`.
+    fn classify(&self, phase: Phase, e: &lettre::transport::smtp::Error) -> SendError {
+        let code = e.status().map(u16::from);
+        let reply = code.map(|_| {
+            std::error::Error::source(e)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        });
+        let class = match (phase, code) {
+            (Phase::Auth, _) => ErrorClass::Auth,
+            (Phase::Starttls, _) => ErrorClass::Tls,
+            (Phase::Mail, Some(530))
+                if reply.as_deref().is_some_and(|r| r.contains("STARTTLS")) =>
+            {
+                ErrorClass::Tls
+            }
+            // 530 5.7.0 Authentication required (and Microsoft's 5.7.57): credentials are
+            // needed and none were given.
+            (Phase::Mail | Phase::Rcpt, Some(530)) => ErrorClass::Auth,
+            (_, Some(c)) if (400..500).contains(&c) => ErrorClass::Transient,
+            (_, Some(_)) => ErrorClass::Permanent,
+            (_, None) if e.is_timeout() => ErrorClass::Timeout,
+            (_, None) if crate::tls::is_tls_failure(e) => ErrorClass::Tls,
+            (_, None) => ErrorClass::Connect,
+        };
+        let detail = if class == ErrorClass::Tls && code.is_none() {
+            crate::tls::describe_failure(e)
+        } else {
+            error_chain(e)
+        };
+        let mut err = SendError {
+            class,
+            phase,
+            code,
+            reply,
+            detail,
+            hint: None,
+        };
+        err.hint = diagnose::hint(&err, &self.config);
+        err
+    }
+}
+
+fn local_tls_error(detail: &str) -> SendError {
+    SendError {
+        class: ErrorClass::Local,
+        phase: Phase::Connect,
+        code: None,
+        reply: None,
+        detail: detail.to_owned(),
+        hint: None,
+    }
+}
+
+/// A reply's lines joined with a space, as one log field.
+fn reply_text(r: &Response) -> String {
+    r.message().collect::<Vec<_>>().join(" ")
+}
+
+/// An error and its sources, joined with `: `, without repeating a source already
+/// contained in its parent's text (lettre's Display includes its source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

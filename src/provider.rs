@@ -1,0 +1,143 @@
+//! Mailbox providers: connection presets, and what to tell a user whose login failed.
+//!
+//! Facts come from the team's research sheet (`shared/providers.md`). Rows marked
+//! "unverified" there are not used as match patterns: a hint only quotes a reply we
+//! have seen in a real transcript, and otherwise gives the provider's general advice.
+
+use crate::config::TlsMode;
+
+/// A provider preset named by `provider = "..."` in `[smtp]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provider {
+    Gmail,
+    Outlook,
+    Office365,
+    Yahoo,
+    Aol,
+    Naver,
+    Fastmail,
+    Icloud,
+    Zoho,
+    Gmx,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 10] = [
+        Provider::Gmail,
+        Provider::Outlook,
+        Provider::Office365,
+        Provider::Yahoo,
+        Provider::Aol,
+        Provider::Naver,
+        Provider::Fastmail,
+        Provider::Icloud,
+        Provider::Zoho,
+        Provider::Gmx,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Gmail => "gmail",
+            Provider::Outlook => "outlook",
+            Provider::Office365 => "office365",
+            Provider::Yahoo => "yahoo",
+            Provider::Aol => "aol",
+            Provider::Naver => "naver",
+            Provider::Fastmail => "fastmail",
+            Provider::Icloud => "icloud",
+            Provider::Zoho => "zoho",
+            Provider::Gmx => "gmx",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Host, port and TLS mode of the submission service.
+    pub fn preset(self) -> (&'static str, u16, TlsMode) {
+        match self {
+            Provider::Gmail => ("smtp.gmail.com", 587, TlsMode::Starttls),
+            Provider::Outlook => ("smtp-mail.outlook.com", 587, TlsMode::Starttls),
+            Provider::Office365 => ("smtp.office365.com", 587, TlsMode::Starttls),
+            Provider::Yahoo => ("smtp.mail.yahoo.com", 465, TlsMode::Implicit),
+            Provider::Aol => ("smtp.aol.com", 465, TlsMode::Implicit),
+            Provider::Naver => ("smtp.naver.com", 587, TlsMode::Starttls),
+            Provider::Fastmail => ("smtp.fastmail.com", 465, TlsMode::Implicit),
+            Provider::Icloud => ("smtp.mail.me.com", 587, TlsMode::Starttls),
+            Provider::Zoho => ("smtp.zoho.com", 465, TlsMode::Implicit),
+            Provider::Gmx => ("mail.gmx.net", 587, TlsMode::Starttls),
+        }
+    }
+
+    /// Guesses the provider from a host name, for hints when no preset was named.
+    pub fn from_host(host: &str) -> Option<Self> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let ends = |suffix: &str| host == suffix || host.ends_with(&format!(".{suffix}"));
+        if ends("gmail.com") || ends("google.com") || ends("googlemail.com") {
+            Some(Provider::Gmail)
+        } else if ends("office365.com") {
+            Some(Provider::Office365)
+        } else if ends("outlook.com") || ends("hotmail.com") || ends("live.com") {
+            Some(Provider::Outlook)
+        } else if ends("yahoo.com") {
+            Some(Provider::Yahoo)
+        } else if ends("aol.com") {
+            Some(Provider::Aol)
+        } else if ends("naver.com") {
+            Some(Provider::Naver)
+        } else if ends("fastmail.com") {
+            Some(Provider::Fastmail)
+        } else if ends("me.com") || ends("icloud.com") {
+            Some(Provider::Icloud)
+        } else if host.contains("zoho") || ends("zohocloud.ca") {
+            Some(Provider::Zoho)
+        } else if ends("gmx.net") || ends("gmx.com") {
+            Some(Provider::Gmx)
+        } else {
+            None
+        }
+    }
+
+    /// The credential that works in 2026, for the README table and for hints.
+    pub fn credential_advice(self) -> &'static str {
+        match self {
+            Provider::Gmail => {
+                "Gmail no longer accepts the account password for SMTP, and \"less secure apps\" no longer exists. \
+                 Turn on 2-Step Verification, create an App Password (https://myaccount.google.com/apppasswords), \
+                 and use its 16 letters without spaces; or use XOAUTH2"
+            }
+            Provider::Outlook => {
+                "Outlook.com refuses passwords and app passwords for SMTP since September 2024; \
+                 only OAuth2 (XOAUTH2) works"
+            }
+            Provider::Office365 => {
+                "basic authentication for SMTP AUTH is disabled for the tenant or the mailbox. \
+                 An admin can enable SMTP AUTH (Set-CASMailbox -SmtpClientAuthenticationDisabled $false), \
+                 or use XOAUTH2; Microsoft disables basic SMTP AUTH by default from the end of December 2026"
+            }
+            Provider::Yahoo | Provider::Aol => {
+                "use an app password (Account security > Generate app password), not the account password; \
+                 wait before retrying, as repeated failures lock the account (#AUTH005)"
+            }
+            Provider::Naver => {
+                "Naver requires an application password (2-step verification on), and IMAP/SMTP must be \
+                 enabled under 환경설정 > POP3/IMAP 설정"
+            }
+            Provider::Fastmail => {
+                "Fastmail always requires an app password for SMTP, even without 2FA"
+            }
+            Provider::Icloud => {
+                "iCloud requires an app-specific password (two-factor authentication on), created at appleid.apple.com"
+            }
+            Provider::Zoho => {
+                "use the account password, or an application-specific password when two-factor auth is on, \
+                 and the host of your data centre (smtp.zoho.eu, smtp.zoho.in, ...)"
+            }
+            Provider::Gmx => {
+                "enable POP3/IMAP/SMTP access in the GMX mail settings (off by default), and use an \
+                 application-specific password when 2FA is on"
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Templates -> subject and bodies for one occurrence. Pure: no clock, no I/O.
+//!
+//! minijinja with strict undefined variables: a typo such as `{{ var.owner }}` is an
+//! error, not an empty string in someone's inbox. Every template is compiled and
+//! test-rendered when the config loads, so mistakes show at `check` time.
+
+use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
+use std::sync::Arc;
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use minijinja::value::{Object, Value};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+
+/// Fuel for one render: minijinja counts instructions, and a template with a runaway
+/// loop or recursion stops with an error instead of hanging the daemon. A typical
+/// reminder uses well under a thousand.
+pub const FUEL: u64 = 200_000;
+
+/// Largest rendered subject or body, in bytes.
+pub const MAX_OUTPUT: usize = 1024 * 1024;
+
+/// Which part of a message a template produces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Subject,
+    Body,
+    Html,
+}
+
+impl Part {
+    pub fn key(self) -> &'static str {
+        match self {
+            Part::Subject => "subject",
+            Part::Body => "body",
+            Part::Html => "html",
+        }
+    }
+}
+
+/// The compiled templates of every job.
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl fmt::Debug for Templates {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Templates")
+    }
+}
+
+/// A template that failed to compile or render, with its 1-based line when known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TemplateError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl TemplateError {
+    fn from_minijinja(e: &minijinja::Error) -> Self {
+        let mut message = match e.kind() {
+            ErrorKind::UndefinedError => "undefined value".to_owned(),
+            ErrorKind::OutOfFuel => {
+                "template ran too long (loop or recursion limit reached)".to_owned()
+            }
+            _ => e.kind().to_string(),
+        };
+        if let Some(detail) = e.detail() {
+            let _ = write!(message, ": {detail}");
+        }
+        // A strict-undefined error names no variable; point at the source line instead.
+        if e.kind() == ErrorKind::UndefinedError {
+            if let Some(src) = e.template_source().zip(e.range()) {
+                let expr = src.0.get(src.1).unwrap_or_default();
+                let _ = write!(
+                    message,
+                    " `{expr}` (available: job, scheduled_at, date, time, weekday, vars.*)"
+                );
+            }
+        }
+        if let Some(source) = std::error::Error::source(e) {
+            let _ = write!(message, ": {source}");
+        }
+        TemplateError {
+            line: e.line(),
+            message,
+        }
+    }
+}
+
+/// The rendered parts of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub body: String,
+    pub html: Option<String>,
+}
+
+fn name(job: &str, part: Part) -> String {
+    format!("{job}.{}", part.key())
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Templates {
+    pub fn new() -> Self {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
+        // Mail is plain text: never HTML-escape, even in `html` (the author writes HTML).
+        env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+        env.set_keep_trailing_newline(true);
+        env.add_filter("strftime", strftime);
+        Templates { env }
+    }
+
+    /// Compiles one template of one job.
+    pub fn add(&mut self, job: &str, part: Part, source: String) -> Result<(), TemplateError> {
+        self.env
+            .add_template_owned(name(job, part), source)
+            .map_err(|e| TemplateError::from_minijinja(&e))
+    }
+
+    /// Renders one part of a job for the occurrence `at`.
+    pub fn render_part(
+        &self,
+        job: &str,
+        part: Part,
+        at: DateTime<Utc>,
+        tz: Tz,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<String, TemplateError> {
+        let template = self
+            .env
+            .get_template(&name(job, part))
+            .map_err(|e| TemplateError::from_minijinja(&e))?;
+        let local = at.with_timezone(&tz);
+        let ctx = minijinja::context! {
+            job => job,
+            scheduled_at => Value::from_object(ScheduledAt(local)),
+            date => local.format("%Y-%m-%d").to_string(),
+            time => local.format("%H:%M").to_string(),
+            weekday => local.format("%A").to_string(),
+            vars => vars,
+        };
+        let out = template
+            .render(ctx)
+            .map_err(|e| TemplateError::from_minijinja(&e))?;
+        if out.len() > MAX_OUTPUT {
+            return Err(TemplateError {
+                line: None,
+                message: format!(
+                    "rendered output is {} bytes, more than the limit of {MAX_OUTPUT}",
+                    out.len()
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn has(&self, job: &str, part: Part) -> bool {
+        self.env.get_template(&name(job, part)).is_ok()
+    }
+
+    /// Renders every part a job has.
+    pub fn render(
+        &self,
+        job: &str,
+        at: DateTime<Utc>,
+        tz: Tz,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Rendered, (Part, TemplateError)> {
+        let part = |p| self.render_part(job, p, at, tz, vars).map_err(|e| (p, e));
+        Ok(Rendered {
+            subject: part(Part::Subject)?,
+            body: part(Part::Body)?,
+            html: if self.has(job, Part::Html) {
+                Some(part(Part::Html)?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// `scheduled_at`: prints as RFC 3339 in the job's zone, and keeps the zone for `strftime`.
+#[derive(Debug)]
+struct ScheduledAt(DateTime<Tz>);
+
+impl Object for ScheduledAt {
+    fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339())
+    }
+}
+
+/// `{{ scheduled_at | strftime("%V") }}`: chrono's strftime in the job's zone.
+fn strftime(value: &Value, format: &str) -> Result<String, minijinja::Error> {
+    let Some(at) = value.downcast_object_ref::<ScheduledAt>() else {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "strftime applies to `scheduled_at` only",
+        ));
+    };
+    // chrono panics when Display meets a bad specifier; check the items first.
+    let items: Vec<Item<'_>> = StrftimeItems::new(format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("invalid strftime format `{format}`"),
+        ));
+    }
+    let mut out = String::new();
+    write!(out, "{}", at.0.format_with_items(items.into_iter())).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot format with `{format}`"),
+        )
+    })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn one(src: &str) -> Result<String, TemplateError> {
+        let mut t = Templates::new();
+        t.add("j", Part::Subject, src.to_owned())?;
+        let at = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
+        let vars = BTreeMap::from([("owner".to_owned(), "Junho".to_owned())]);
+        t.render_part("j", Part::Subject, at, chrono_tz::Europe::Berlin, &vars)
+    }
+
+    #[test]
+    fn context_has_every_documented_name() {
+        let out = one("{{ job }}|{{ scheduled_at }}|{{ date }}|{{ time }}|{{ weekday }}|{{ vars.owner }}|{{ scheduled_at | strftime('%V %Z') }}").unwrap();
+        assert_eq!(
+            out,
+            "j|2026-03-02T09:00:00+01:00|2026-03-02|09:00|Monday|Junho|10 CET"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_are_errors_with_a_line() {
+        let err = one("Hi\n{{ vars.onwer }}").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.message.contains("undefined"), "{}", err.message);
+    }
+
+    #[test]
+    fn bad_strftime_is_an_error_not_a_panic() {
+        let err = one("{{ scheduled_at | strftime('%Q') }}").unwrap_err();
+        assert!(
+            err.message.contains("invalid strftime format"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn runaway_loops_run_out_of_fuel() {
+        let err = one(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("too long"), "{}", err.message);
+    }
+
+    #[test]
+    fn syntax_errors_report_their_line() {
+        let err = one("ok\n{% if %}").unwrap_err();
+        assert_eq!(err.line, Some(2));
+    }
+
+    #[test]
+    fn html_is_not_escaped() {
+        assert_eq!(one("{{ '<b>' }}").unwrap(), "<b>");
+    }
+}

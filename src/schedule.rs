@@ -1,0 +1,188 @@
+//! A cron expression in a time zone, and its next occurrence after an instant.
+//!
+//! Pure: no clock, no I/O. The daemon asks `next_after(now)`; tests ask it with any
+//! instant they like, across DST changes.
+//!
+//! Semantics, which the README documents:
+//! - 5 fields (`min hour dom month dow`), 6 fields with leading seconds, or an alias
+//!   (`@yearly @annually @monthly @weekly @daily @midnight @hourly`).
+//! - Day of month and day of week follow crontab: when both are restricted, a day
+//!   matching *either* fires (OR). croner's `+` prefix on the weekday field asks for AND.
+//! - A local time that does not exist (spring forward) fires once, at the first instant
+//!   after the gap; a local time that occurs twice (fall back) fires once, the first time.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+
+/// How far ahead `validate` looks for a first occurrence. A schedule with none in
+/// this window (`0 0 30 2 *`) is treated as one that never fires. Leap days
+/// (`0 0 29 2 *`) recur within 8 years, so 9 covers every real calendar.
+const HORIZON_YEARS: i64 = 9;
+
+/// A parsed cron expression bound to a time zone.
+#[derive(Clone)]
+pub struct Schedule {
+    expr: Arc<str>,
+    cron: Arc<Cron>,
+    tz: Tz,
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Schedule({:?} in {})", &*self.expr, self.tz)
+    }
+}
+
+/// Shares parsed expressions between jobs: a parsed croner `Cron` is several KB, and
+/// a large jobs.toml repeats the same few schedules many times.
+#[derive(Default)]
+pub struct Interner {
+    parsed: HashMap<String, (Arc<str>, Arc<Cron>)>,
+}
+
+impl Interner {
+    /// Parses `expr` (or reuses an earlier parse), reporting croner's own reason on error.
+    pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, String> {
+        let key = expr.trim();
+        if let Some((expr, cron)) = self.parsed.get(key) {
+            return Ok(Schedule {
+                expr: expr.clone(),
+                cron: cron.clone(),
+                tz,
+            });
+        }
+        let cron = parse_cron(key)?;
+        let expr: Arc<str> = Arc::from(key);
+        let cron = Arc::new(cron);
+        self.parsed
+            .insert(key.to_owned(), (expr.clone(), cron.clone()));
+        Ok(Schedule { expr, cron, tz })
+    }
+}
+
+fn parse_cron(expr: &str) -> Result<Cron, String> {
+    // croner knows every alias but `@midnight`, which crontab(5) defines as `@daily`.
+    let expr = if expr.eq_ignore_ascii_case("@midnight") {
+        "@daily"
+    } else {
+        expr
+    };
+    let fields = expr.split_whitespace().count();
+    if !expr.starts_with('@') && !(fields == 5 || fields == 6) {
+        return Err(format!(
+            "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
+        ));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .dom_and_dow(false)
+        .build()
+        .parse(expr)
+        .map_err(|e| e.to_string())
+}
+
+impl Schedule {
+    pub fn parse(expr: &str, tz: Tz) -> Result<Self, String> {
+        Interner::default().parse(expr, tz)
+    }
+
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    pub fn tz(&self) -> Tz {
+        self.tz
+    }
+
+    /// The first occurrence strictly after `after`, or `None` if there is none.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let local = after.with_timezone(&self.tz);
+        let next = self.cron.find_next_occurrence(&local, false).ok()?;
+        // croner walks the wall clock and skips a time that a spring-forward gap
+        // removes. crontab's rule, and ours, is to fire once right after the gap
+        // instead, so look for a skipped match between `after` and croner's answer.
+        let skipped = self.gap_occurrence(after, next.with_timezone(&Utc));
+        Some(skipped.unwrap_or_else(|| next.with_timezone(&Utc)))
+    }
+
+    /// Checks that the schedule fires at all within `HORIZON_YEARS` of `now`.
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        match self.next_after(now) {
+            Some(t) if t - now <= Duration::days(366 * HORIZON_YEARS) => Ok(t),
+            _ => Err(format!(
+                "schedule `{}` never fires (no occurrence in the next {HORIZON_YEARS} years)",
+                self.expr
+            )),
+        }
+    }
+
+    /// If a DST gap lies in `(after, next)` and the expression matches a wall-clock time
+    /// inside it, returns the gap's end: the first real instant after the missing time.
+    fn gap_occurrence(&self, after: DateTime<Utc>, next: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut cursor = after;
+        while let Some((gap_start_local, gap_end)) = self.next_gap(cursor, next) {
+            // Wall-clock seconds in the gap: [gap_start_local, gap_start_local + width).
+            let width =
+                (gap_end.with_timezone(&self.tz).naive_local() - gap_start_local).num_seconds();
+            let probe_start = gap_start_local - Duration::seconds(1);
+            // Search in a fixed-offset zone, where every wall time exists.
+            let offset = self.tz.offset_from_utc_datetime(&gap_end.naive_utc()).fix();
+            let probe = offset.from_local_datetime(&probe_start).single()?;
+            if let Ok(m) = self.cron.find_next_occurrence(&probe, false) {
+                let m = m.naive_local();
+                if m >= gap_start_local
+                    && (m - gap_start_local).num_seconds() < width
+                    && gap_end > after
+                {
+                    return Some(gap_end);
+                }
+            }
+            cursor = gap_end;
+        }
+        None
+    }
+
+    /// The next spring-forward gap whose end lies in `(from, until]`: its first missing
+    /// local time and the UTC instant the clock jumps to.
+    fn next_gap(
+        &self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Option<(chrono::NaiveDateTime, DateTime<Utc>)> {
+        // Offsets change at most a few times a year; step by hours and bisect.
+        let offset_at = |t: DateTime<Utc>| {
+            self.tz
+                .offset_from_utc_datetime(&t.naive_utc())
+                .fix()
+                .local_minus_utc()
+        };
+        let step = Duration::hours(6);
+        let mut lo = from;
+        while lo < until {
+            let hi = (lo + step).min(until);
+            if offset_at(hi) > offset_at(lo) {
+                // Bisect to the second where the offset increases.
+                let (mut a, mut b) = (lo, hi);
+                while b - a > Duration::seconds(1) {
+                    let mid = a + (b - a) / 2;
+                    if offset_at(mid) > offset_at(a) {
+                        b = mid
+                    } else {
+                        a = mid
+                    }
+                }
+                let before = offset_at(a);
+                let gap_start_local = (b + Duration::seconds(i64::from(before))).naive_utc();
+                return Some((gap_start_local, b));
+            }
+            lo = hi;
+        }
+        None
+    }
+}

@@ -1,0 +1,223 @@
+//! Where a password comes from, and reading it without ever showing it.
+//!
+//! jobs.toml never holds a secret: it names a source (an environment variable, a file,
+//! a command, or a systemd credential). Errors and logs name the source, never the value.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// How long a `password_command` may run. A password manager that waits for a PIN
+/// nobody will type must not hang the daemon.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes of a failing command's stderr kept for the error message.
+const STDERR_LIMIT: usize = 2000;
+
+/// A configured source of one secret.
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    Env(String),
+    File(PathBuf),
+    Command(Vec<String>),
+    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
+    Credential(String),
+}
+
+impl fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretSource({self})")
+    }
+}
+
+impl fmt::Display for SecretSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretSource::Env(name) => write!(f, "environment variable `{name}`"),
+            SecretSource::File(path) => write!(f, "file `{}`", path.display()),
+            SecretSource::Command(argv) => write!(f, "command `{}`", argv.join(" ")),
+            SecretSource::Credential(name) => write!(f, "systemd credential `{name}`"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("{source_desc} is not set")]
+    EnvMissing { source_desc: String },
+    #[error("{source_desc} is empty")]
+    Empty { source_desc: String },
+    #[error("reading {source_desc}: {error}")]
+    Read {
+        source_desc: String,
+        error: std::io::Error,
+    },
+    #[error("{source_desc} is not valid UTF-8")]
+    NotUtf8 { source_desc: String },
+    #[error(
+        "{source_desc} needs $CREDENTIALS_DIRECTORY, which is set only when systemd starts cronmail with LoadCredential="
+    )]
+    NoCredentialsDirectory { source_desc: String },
+    #[error("running {source_desc}: {error}")]
+    Spawn {
+        source_desc: String,
+        error: std::io::Error,
+    },
+    #[error("{source_desc} did not finish within {}s", COMMAND_TIMEOUT.as_secs())]
+    Timeout { source_desc: String },
+    #[error("{source_desc} failed ({status}){}", if stderr.is_empty() { String::new() } else { format!(": {stderr}") })]
+    CommandFailed {
+        source_desc: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+impl SecretSource {
+    /// Reads the secret. File contents lose one trailing newline; command output is trimmed.
+    pub async fn read(&self) -> Result<SecretString, SecretError> {
+        let source_desc = self.to_string();
+        let value = match self {
+            SecretSource::Env(name) => match std::env::var(name) {
+                Ok(v) => v,
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(SecretError::EnvMissing { source_desc });
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(SecretError::NotUtf8 { source_desc });
+                }
+            },
+            SecretSource::File(path) => read_file(path.clone(), &source_desc).await?,
+            SecretSource::Credential(name) => {
+                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
+                    return Err(SecretError::NoCredentialsDirectory { source_desc });
+                };
+                read_file(PathBuf::from(dir).join(name), &source_desc).await?
+            }
+            SecretSource::Command(argv) => run_command(argv, &source_desc).await?,
+        };
+        if value.is_empty() {
+            return Err(SecretError::Empty { source_desc });
+        }
+        Ok(SecretString::from(value))
+    }
+}
+
+async fn read_file(path: PathBuf, source_desc: &str) -> Result<String, SecretError> {
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|error| SecretError::Read {
+            source_desc: source_desc.to_owned(),
+            error,
+        })?;
+    let mut text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
+        source_desc: source_desc.to_owned(),
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(text)
+}
+
+async fn run_command(argv: &[String], source_desc: &str) -> Result<String, SecretError> {
+    let (program, args) = argv.split_first().ok_or_else(|| SecretError::Empty {
+        source_desc: source_desc.to_owned(),
+    })?;
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| SecretError::Spawn {
+            source_desc: source_desc.to_owned(),
+            error,
+        })?;
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| SecretError::Timeout {
+            source_desc: source_desc.to_owned(),
+        })?
+        .map_err(|error| SecretError::Spawn {
+            source_desc: source_desc.to_owned(),
+            error,
+        })?;
+    if !output.status.success() {
+        // stdout may hold part of a secret; only stderr and the status are shown.
+        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if stderr.len() > STDERR_LIMIT {
+            let cut = (0..=STDERR_LIMIT)
+                .rev()
+                .find(|&i| stderr.is_char_boundary(i))
+                .unwrap_or(0);
+            stderr.truncate(cut);
+            stderr.push('…');
+        }
+        return Err(SecretError::CommandFailed {
+            source_desc: source_desc.to_owned(),
+            status: output.status.to_string(),
+            stderr,
+        });
+    }
+    let text = String::from_utf8(output.stdout).map_err(|_| SecretError::NotUtf8 {
+        source_desc: source_desc.to_owned(),
+    })?;
+    Ok(text.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[tokio::test]
+    async fn file_loses_one_trailing_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "hunter2\n\n").unwrap();
+        let secret = SecretSource::File(path).read().await.unwrap();
+        assert_eq!(secret.expose_secret(), "hunter2\n");
+    }
+
+    #[tokio::test]
+    async fn failing_command_shows_status_and_stderr_not_stdout() {
+        let argv = [
+            "sh",
+            "-c",
+            "echo s3cr3t-out; echo 'vault locked' >&2; exit 3",
+        ]
+        .map(String::from)
+        .to_vec();
+        let err = SecretSource::Command(argv)
+            .read()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("vault locked"), "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(!err.contains("s3cr3t-out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn command_output_is_trimmed() {
+        let argv = ["printf", "  pw \\n"].map(String::from).to_vec();
+        let secret = SecretSource::Command(argv).read().await.unwrap();
+        assert_eq!(secret.expose_secret(), "pw");
+    }
+
+    #[test]
+    fn debug_names_the_source_only() {
+        let s = SecretSource::Env("SMTP_PW".into());
+        assert_eq!(
+            format!("{s:?}"),
+            "SecretSource(environment variable `SMTP_PW`)"
+        );
+    }
+}

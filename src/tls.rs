@@ -1,0 +1,214 @@
+//! TLS helpers: one crypto provider, naming certificate failures, and the
+//! `check --smtp` probe that reports what the server presents.
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{CertificateError, ClientConfig, RootCertStore};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::config::{SmtpConfig, TlsMode};
+
+/// lettre and other rustls users in one process can each pick a different default
+/// provider and then panic; install ring once, before any TLS is set up.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// What the server's TLS looks like, for `check --smtp`.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub version: String,
+    pub subject: String,
+    pub issuer: String,
+    pub not_after: String,
+    /// `sha256:HEX` of the leaf certificate (DER).
+    pub fingerprint: String,
+}
+
+/// The rustls error inside a lettre error, if any. lettre wraps tokio-rustls's
+/// `io::Error`, whose `source()` skips the rustls error itself, so downcast each link.
+fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io
+                .get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            {
+                return Some(r);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+pub fn is_tls_failure(e: &lettre::transport::smtp::Error) -> bool {
+    e.is_tls()
+        || rustls_error(e).is_some()
+        || crate::mailer::error_chain(e).contains("InvalidContentType")
+}
+
+/// A sentence naming why TLS failed.
+pub fn describe_failure(e: &lettre::transport::smtp::Error) -> String {
+    let Some(r) = rustls_error(e) else {
+        return crate::mailer::error_chain(e);
+    };
+    describe_rustls(r)
+}
+
+fn describe_rustls(r: &rustls::Error) -> String {
+    match r {
+        rustls::Error::InvalidCertificate(c) => match c {
+            CertificateError::UnknownIssuer => {
+                "the server's certificate is not trusted: it is not signed by a known certificate authority (unknown issuer)".to_owned()
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                "the server's certificate is for another host name".to_owned()
+            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                "the server's certificate has expired".to_owned()
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "the server's certificate is not valid yet (check this machine's clock)".to_owned()
+            }
+            other => format!("the server's certificate was refused: {other:?}"),
+        },
+        rustls::Error::PeerIncompatible(p) => {
+            format!("the server offers no TLS version or cipher cronmail accepts (TLS 1.2 or 1.3 only): {p:?}")
+        }
+        rustls::Error::AlertReceived(a) => format!("the server ended the TLS handshake with alert {a:?}"),
+        other => format!("TLS failed: {other}"),
+    }
+}
+
+fn root_store(cfg: &SmtpConfig) -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    roots.add_parsable_certificates(
+        cfg.extra_roots
+            .iter()
+            .map(|d| CertificateDer::from(d.clone())),
+    );
+    roots
+}
+
+/// Connects, does TLS (implicit, or after EHLO and STARTTLS) and reports the session.
+/// Verification is the same as for sending: system roots plus `ca_file`.
+pub async fn inspect(cfg: &SmtpConfig) -> Result<PeerInfo, String> {
+    install_crypto_provider();
+    let config = Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(root_store(cfg))
+            .with_no_client_auth(),
+    );
+    let name = ServerName::try_from(cfg.host.clone())
+        .map_err(|e| format!("`{}` is not a valid host name: {e}", cfg.host))?;
+    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
+        .await
+        .map_err(|e| format!("connecting to {}:{}: {e}", cfg.host, cfg.port))?;
+    let mut tcp = BufReader::new(tcp);
+    if cfg.tls == TlsMode::Starttls {
+        read_reply(&mut tcp).await?;
+        tcp.get_mut()
+            .write_all(b"EHLO cronmail-check\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let ehlo = read_reply(&mut tcp).await?;
+        if !ehlo.iter().any(|l| {
+            l.get(4..)
+                .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
+        }) {
+            return Err("the server did not offer STARTTLS".to_owned());
+        }
+        tcp.get_mut()
+            .write_all(b"STARTTLS\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = read_reply(&mut tcp).await?;
+        if !reply.last().is_some_and(|l| l.starts_with("220")) {
+            return Err(format!("the server refused STARTTLS: {}", reply.join(" ")));
+        }
+    }
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let mut tls = connector
+        .connect(name, tcp.into_inner())
+        .await
+        .map_err(|e| {
+            e.get_ref()
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+                .map_or_else(|| format!("TLS handshake: {e}"), describe_rustls)
+        })?;
+    let (_, session) = tls.get_ref();
+    let version = session.protocol_version().map_or_else(
+        || "unknown".to_owned(),
+        |v| format!("{v:?}").replace('_', "."),
+    );
+    let leaf = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("the server sent no certificate")?
+        .clone();
+    let _ = tls.write_all(b"QUIT\r\n").await;
+    let _ = tls.shutdown().await;
+    let mut info = describe_certificate(&leaf);
+    info.version = version;
+    Ok(info)
+}
+
+/// `sha256:HEX` of a DER certificate, in msmtp's `tls_fingerprint` spirit.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = Sha256::digest(der);
+    let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
+    format!("sha256:{}", hex.join(":"))
+}
+
+fn describe_certificate(der: &[u8]) -> PeerInfo {
+    let (subject, issuer, not_after) = match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => (
+            cert.subject().to_string(),
+            cert.issuer().to_string(),
+            cert.validity().not_after.to_datetime().to_string(),
+        ),
+        Err(e) => (format!("(unparsable: {e})"), String::new(), String::new()),
+    };
+    PeerInfo {
+        version: String::new(),
+        subject,
+        issuer,
+        not_after,
+        fingerprint: fingerprint(der),
+    }
+}
+
+/// Reads one (possibly multi-line) SMTP reply.
+async fn read_reply(r: &mut BufReader<TcpStream>) -> Result<Vec<String>, String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+            .await
+            .map_err(|_| "the server did not answer".to_owned())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".to_owned());
+        }
+        let line = line.trim_end().to_owned();
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        lines.push(line);
+        if last || lines.len() > 100 {
+            return Ok(lines);
+        }
+    }
+}
