@@ -280,13 +280,13 @@ fn render(path: &Path, name: &str, at: Option<&str>) -> Exit {
     };
     let at = match at.map(|a| parse_instant("--at", a)).transpose() {
         Ok(Some(a)) => a,
-        Ok(None) => match job.schedule.next_after(Utc::now()) {
-            Some(t) => t,
-            None => {
+        Ok(None) => {
+            let Some(t) = job.schedule.next_after(Utc::now()) else {
                 print_error(&format!("job `{name}` has no next occurrence"));
                 return Exit::Config;
-            }
-        },
+            };
+            t
+        }
         Err(exit) => return exit,
     };
     // The Date header is the occurrence itself, so the output is reproducible.

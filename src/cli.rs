@@ -23,7 +23,7 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides $CRONMAIL_LOG.
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides `$CRONMAIL_LOG`.
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,
 

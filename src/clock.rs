@@ -9,6 +9,14 @@ use chrono::{DateTime, Utc};
 /// The source of "now" for the timer loop.
 pub trait Clock: Send + Sync + 'static {
     fn now(&self) -> DateTime<Utc>;
+
+    /// How long before a deadline the timer loop stops sleeping and waits actively.
+    /// tokio's timer has a 1 ms resolution and rounds up, so a sleep alone is 1-2 ms
+    /// late; a clock that runs in real time may finish the wait by spinning. A clock
+    /// on paused tokio time must not (spinning does not advance it).
+    fn spin_window(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
 }
 
 /// The system's real-time clock.
@@ -18,6 +26,10 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
+    }
+
+    fn spin_window(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(2)
     }
 }
 

@@ -441,6 +441,8 @@ impl Cx<'_> {
                 .max_late
                 .as_ref()
                 .map_or(Some(DEFAULT_MAX_LATE), |d| self.duration(d, "max_late")),
+            tz: default_tz,
+            from: default_from,
         };
 
         let transport = match (top.smtp, top.outbox) {
@@ -485,15 +487,9 @@ impl Cx<'_> {
                 continue;
             }
             seen.insert(name.clone(), raw.name.span().start);
-            if let Some((job, spans)) = self.job(
-                raw,
-                default_tz,
-                default_from.as_ref(),
-                defaults,
-                &mut templates,
-                &mut interner,
-                host.now,
-            ) {
+            if let Some((job, spans)) =
+                self.job(raw, &defaults, &mut templates, &mut interner, host.now)
+            {
                 jobs.push(job);
                 template_spans.push(spans);
             }
@@ -509,13 +505,14 @@ impl Cx<'_> {
                 match templates.render_part(&job.name, *part, next, job.tz(), &job.vars) {
                     Ok(out) if *part == Part::Subject => {
                         if let Some(bad) = header_control(&out) {
-                            self.template_error(origin, &job.name, *part, None, format!(
+                            let message = format!(
                                 "the subject renders with {bad} for {next}; header values must be one line"
-                            ));
+                            );
+                            self.template_error(origin, &job.name, *part, None, &message);
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => self.template_error(origin, &job.name, *part, e.line, e.message),
+                    Err(e) => self.template_error(origin, &job.name, *part, e.line, &e.message),
                 }
             }
         }
@@ -533,9 +530,10 @@ impl Cx<'_> {
     }
 
     fn tz(&mut self, tz: &Spanned<String>, job: Option<&str>) -> Option<Tz> {
-        match Tz::from_str(tz.get_ref()) {
-            Ok(tz) => Some(tz),
-            Err(_) => {
+        if let Ok(tz) = Tz::from_str(tz.get_ref()) {
+            Some(tz)
+        } else {
+            {
                 self.at(Some(tz.span()), job, format!(
                     "unknown time zone `{}`; expected an IANA name such as `Europe/Berlin` or `UTC`",
                     tz.get_ref()
@@ -801,9 +799,7 @@ impl Cx<'_> {
     fn job(
         &mut self,
         raw: RawJob,
-        default_tz: Option<Tz>,
-        default_from: Option<&Mailbox>,
-        defaults: Defaults,
+        defaults: &Defaults,
         templates: &mut Templates,
         interner: &mut Interner,
         now: DateTime<Utc>,
@@ -830,7 +826,7 @@ impl Cx<'_> {
 
         let tz = match &raw.timezone {
             Some(tz) => self.tz(tz, job),
-            None => default_tz,
+            None => defaults.tz,
         };
         let schedule = tz.and_then(|tz| match interner.parse(raw.schedule.get_ref(), tz) {
             Ok(s) => Some(s),
@@ -849,18 +845,17 @@ impl Cx<'_> {
             }
         }
 
-        let from = match &raw.from {
-            Some(f) => self.mailbox(f, job, "from"),
-            None => {
-                if default_from.is_none() {
-                    self.at(
-                        Some(raw.name.span()),
-                        job,
-                        "no sender: set `from` in the job or at the top of the file",
-                    );
-                }
-                default_from.cloned()
+        let from = if let Some(f) = &raw.from {
+            self.mailbox(f, job, "from")
+        } else {
+            if defaults.from.is_none() {
+                self.at(
+                    Some(raw.name.span()),
+                    job,
+                    "no sender: set `from` in the job or at the top of the file",
+                );
             }
+            defaults.from.clone()
         };
         let list = |cx: &mut Self, items: &[Spanned<String>], key: &str| -> Vec<Mailbox> {
             items
@@ -945,7 +940,7 @@ impl Cx<'_> {
                 }
             };
             if let Err(e) = templates.add(&name, part, source) {
-                cx.template_error(&origin, &name, part, e.line, e.message);
+                cx.template_error(&origin, &name, part, e.line, &e.message);
                 return;
             }
             origins.push((part, origin));
@@ -995,7 +990,7 @@ impl Cx<'_> {
         job: &str,
         part: Part,
         line: Option<usize>,
-        message: String,
+        message: &str,
     ) {
         let key = part.key();
         match origin {
@@ -1031,10 +1026,11 @@ impl Cx<'_> {
 }
 
 /// `[defaults]`, resolved; `None` where the value was invalid (already reported).
-#[derive(Clone, Copy)]
 struct Defaults {
     catch_up: Option<CatchUp>,
     max_late: Option<Duration>,
+    tz: Option<Tz>,
+    from: Option<Mailbox>,
 }
 
 /// Where a template's text came from, to point errors at the right file and line.

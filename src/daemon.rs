@@ -1,4 +1,4 @@
-//! The service: one timer loop, deliveries, signals, reload, shutdown, sd_notify.
+//! The service: one timer loop, deliveries, signals, reload, shutdown, `sd_notify`.
 //! The only module that spawns tasks.
 //!
 //! Shape (after mini-redis): `run(path, clock, events)` takes its clock and its control
@@ -6,6 +6,7 @@
 //! the system clock and OS signals. One loop `select!`s between "the next occurrence is
 //! due" and "a control event arrived"; it never polls per job.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,7 +249,7 @@ pub async fn timer_loop(
     mut timer: Timer,
     clock: &dyn Clock,
     events: &mut mpsc::Receiver<Control>,
-    mut fire: impl FnMut(&Timer, Fire),
+    mut fire: impl FnMut(Fire),
     mut on_reload: impl AsyncFnMut(DateTime<Utc>) -> Option<Timer>,
 ) {
     let mut last_wake = clock.now();
@@ -263,10 +264,12 @@ pub async fn timer_loop(
         last_wake = now;
         fire_due(&mut timer, clock, &mut fire);
 
-        let sleep_for = timer.next_deadline().map_or(MAX_SLEEP, |t| {
+        let deadline = timer.next_deadline();
+        let sleep_for = deadline.map_or(MAX_SLEEP, |t| {
             (t - clock.now())
                 .to_std()
                 .unwrap_or_default()
+                .saturating_sub(clock.spin_window())
                 .min(MAX_SLEEP)
         });
         let expected_wake = clock.now() + chrono::Duration::from_std(sleep_for).unwrap_or_default();
@@ -275,6 +278,11 @@ pub async fn timer_loop(
                 let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
                 if late > JUMP_WARNING {
                     warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
+                }
+                if let Some(d) = deadline {
+                    if d - clock.now() <= chrono::Duration::from_std(clock.spin_window()).unwrap_or_default() {
+                        spin_until(clock, d);
+                    }
                 }
             }
             event = events.recv() => match event {
@@ -293,45 +301,31 @@ pub async fn timer_loop(
 }
 
 /// Decides everything due now, logs skips, and hands each fire over.
-fn fire_due(timer: &mut Timer, clock: &dyn Clock, fire: &mut impl FnMut(&Timer, Fire)) {
-    let mut decisions = Vec::new();
-    timer.due(clock.now(), |d| decisions.push(d));
-    for d in decisions {
-        match d {
-            Decision::Fire {
-                job,
-                occurrence,
-                caught_up,
-                ..
-            } => {
-                // Stamp the hand-off itself: this is the lateness the design notes report.
-                fire(
-                    timer,
-                    Fire {
-                        job,
-                        occurrence,
-                        fired_at: clock.now(),
-                        caught_up,
-                    },
-                );
-            }
-            Decision::Skip {
-                job,
-                occurrence,
-                late,
-                reason,
-            } => {
-                warn!(job = %timer.job(job).name, occurrence = %occurrence.to_rfc3339(), late_s = late.as_secs(), reason = reason.describe(), "skipped");
-            }
-            Decision::SkipMany {
-                job,
-                count,
-                first,
-                last,
-            } => {
-                warn!(job = %timer.job(job).name, count, first = %first.to_rfc3339(), last = %last.to_rfc3339(), "skipped many missed occurrences");
-            }
+fn fire_due(timer: &mut Timer, clock: &dyn Clock, fire: &mut impl FnMut(Fire)) {
+    timer.due(clock.now(), |job, d| match d {
+        Decision::Fire { job: i, occurrence, caught_up, .. } => {
+            // Stamp the hand-off itself: this is the lateness the design notes report.
+            fire(Fire { job: i, occurrence, fired_at: clock.now(), caught_up });
         }
+        Decision::Skip { occurrence, late, reason, .. } => {
+            warn!(job = %job.name, occurrence = %occurrence.to_rfc3339(), late_s = late.as_secs(), reason = reason.describe(), "skipped");
+        }
+        Decision::SkipMany { count, first, last, .. } => {
+            warn!(job = %job.name, count, first = %first.to_rfc3339(), last = %last.to_rfc3339(), "skipped many missed occurrences");
+        }
+    });
+}
+
+/// Waits actively for the last moments before `deadline`, on clocks that allow it.
+fn spin_until(clock: &dyn Clock, deadline: DateTime<Utc>) {
+    let window = clock.spin_window();
+    if window.is_zero() {
+        return;
+    }
+    // Bounded in real time, whatever the clock says.
+    let limit = Instant::now() + window * 2;
+    while clock.now() < deadline && Instant::now() < limit {
+        std::thread::yield_now();
     }
 }
 
@@ -345,7 +339,7 @@ pub async fn run(
     let rt = load(&path, &Host::from_env()).await?;
     let enabled = rt.config.jobs.iter().filter(|j| j.enabled).count();
     info!(config = %path.display(), jobs = enabled, transport = %rt.mailer.destination(), "cronmail started");
-    let timer = Timer::new(rt.config.jobs.clone(), clock.now(), &Default::default());
+    let timer = Timer::new(rt.config.jobs.clone(), clock.now(), &HashMap::default());
     notifier.send(&[sd_notify::NotifyState::Ready]);
     notifier.status(&timer);
 
@@ -357,7 +351,7 @@ pub async fn run(
         timer,
         &*clock,
         &mut events,
-        |_timer, f| {
+        |f| {
             let rt = current
                 .lock()
                 .map_or_else(|p| Arc::clone(&p.into_inner()), |g| Arc::clone(&g));
@@ -375,7 +369,7 @@ pub async fn run(
                     let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
                     info!(config = %path.display(), jobs, transport = %new.mailer.destination(), "configuration reloaded");
                     let timer =
-                        Timer::new(new.config.jobs.clone(), clock.now(), &Default::default());
+                        Timer::new(new.config.jobs.clone(), clock.now(), &HashMap::default());
                     if let Ok(mut g) = current.lock() {
                         *g = Arc::new(new);
                     }

@@ -12,7 +12,7 @@
 //! - [`message`]: rendered parts -> RFC 5322 bytes and an envelope (pure).
 //! - [`mailer`]: a message -> SMTP over TLS, or the outbox; classifies failures.
 //! - [`diagnose`], [`provider`]: hints for failures, provider presets.
-//! - [`daemon`]: the timer loop, deliveries, signals, reload, shutdown, sd_notify.
+//! - [`daemon`]: the timer loop, deliveries, signals, reload, shutdown, `sd_notify`.
 //! - [`app`], [`cli`], [`logging`]: the command line.
 //!
 //! # Theory of operation

@@ -154,7 +154,7 @@ pub struct ProbeReport {
 
 /// Sends messages: over SMTP, or into the outbox folder.
 pub enum Mailer {
-    Smtp(SmtpMailer),
+    Smtp(Box<SmtpMailer>),
     Outbox(Outbox),
 }
 
@@ -167,11 +167,11 @@ impl Mailer {
         max_connections: usize,
     ) -> Result<Self, SendError> {
         match config {
-            TransportConfig::Smtp(smtp) => Ok(Mailer::Smtp(SmtpMailer::new(
+            TransportConfig::Smtp(smtp) => Ok(Mailer::Smtp(Box::new(SmtpMailer::new(
                 smtp,
                 password,
                 max_connections,
-            )?)),
+            )?))),
             TransportConfig::Outbox { dir } => Ok(Mailer::Outbox(Outbox { dir: dir.clone() })),
         }
     }
@@ -494,14 +494,15 @@ impl SmtpMailer {
         let class = match (phase, code) {
             (Phase::Auth, _) => ErrorClass::Auth,
             (Phase::Starttls, _) => ErrorClass::Tls,
-            (Phase::Mail, Some(530))
-                if reply.as_deref().is_some_and(|r| r.contains("STARTTLS")) =>
-            {
-                ErrorClass::Tls
-            }
             // 530 5.7.0 Authentication required (and Microsoft's 5.7.57): credentials are
-            // needed and none were given.
-            (Phase::Mail | Phase::Rcpt, Some(530)) => ErrorClass::Auth,
+            // needed and none were given; unless it is Gmail's "Must issue a STARTTLS".
+            (Phase::Mail | Phase::Rcpt, Some(530)) => {
+                if reply.as_deref().is_some_and(|r| r.contains("STARTTLS")) {
+                    ErrorClass::Tls
+                } else {
+                    ErrorClass::Auth
+                }
+            }
             (_, Some(c)) if (400..500).contains(&c) => ErrorClass::Transient,
             (_, Some(_)) => ErrorClass::Permanent,
             (_, None) if e.is_timeout() => ErrorClass::Timeout,

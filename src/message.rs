@@ -3,6 +3,7 @@
 //! Pure, given the rendered parts and the instant used for the `Date` header. The
 //! outbox writes these same bytes, so `render` and the outbox show what SMTP sends.
 
+use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
@@ -49,7 +50,10 @@ pub fn message_id(job: &Job, occurrence: DateTime<Utc>) -> String {
     h.update(occurrence.timestamp().to_be_bytes());
     h.update(job.from.email.to_string().as_bytes());
     let digest = h.finalize();
-    let hash: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let hash = digest[..6].iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    });
     format!(
         "{}.{}.{hash}@{}",
         job.name,

@@ -74,7 +74,7 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
         expr
     };
     let fields = expr.split_whitespace().count();
-    if !expr.starts_with('@') && !(fields == 5 || fields == 6) {
+    if !expr.starts_with('@') && fields != 5 && fields != 6 {
         return Err(format!(
             "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
         ));
@@ -172,9 +172,9 @@ impl Schedule {
                 while b - a > Duration::seconds(1) {
                     let mid = a + (b - a) / 2;
                     if offset_at(mid) > offset_at(a) {
-                        b = mid
+                        b = mid;
                     } else {
-                        a = mid
+                        a = mid;
                     }
                 }
                 let before = offset_at(a);

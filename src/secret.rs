@@ -126,11 +126,11 @@ async fn read_file(path: PathBuf, source_desc: &str) -> Result<String, SecretErr
 }
 
 async fn run_command(argv: &[String], source_desc: &str) -> Result<String, SecretError> {
-    let (program, args) = argv.split_first().ok_or_else(|| SecretError::Empty {
+    let (program, rest) = argv.split_first().ok_or_else(|| SecretError::Empty {
         source_desc: source_desc.to_owned(),
     })?;
     let child = tokio::process::Command::new(program)
-        .args(args)
+        .args(rest)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -191,7 +191,7 @@ mod tests {
         let argv = [
             "sh",
             "-c",
-            "echo s3cr3t-out; echo 'vault locked' >&2; exit 3",
+            "printf '%s-%s' s3cr3t out; echo 'vault locked' >&2; exit 3",
         ]
         .map(String::from)
         .to_vec();

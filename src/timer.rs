@@ -116,27 +116,46 @@ impl Timer {
     }
 
     /// Pops every occurrence due at `now` and decides each one. Calls `out` in order.
-    pub fn due(&mut self, now: DateTime<Utc>, mut out: impl FnMut(Decision)) {
-        while let Some(&Reverse((t, i))) = self.heap.peek() {
-            if t > now {
-                break;
+    ///
+    /// On-time fires are handed to `out` before any next occurrence is computed, so in
+    /// a burst of thousands of jobs the first is not kept waiting for the last's cron
+    /// arithmetic.
+    pub fn due(&mut self, now: DateTime<Utc>, mut out: impl FnMut(&Job, Decision)) {
+        let mut popped = Vec::new();
+        loop {
+            popped.clear();
+            while let Some(&Reverse((t, i))) = self.heap.peek() {
+                if t > now {
+                    break;
+                }
+                self.heap.pop();
+                let late = (now - t).to_std().unwrap_or_default();
+                if late <= ON_TIME {
+                    out(
+                        &self.jobs[i],
+                        Decision::Fire {
+                            job: i,
+                            occurrence: t,
+                            late,
+                            caught_up: false,
+                        },
+                    );
+                }
+                popped.push((t, i, late));
             }
-            self.heap.pop();
-            let job = &self.jobs[i];
-            let late = (now - t).to_std().unwrap_or_default();
-            let next = if late <= ON_TIME {
-                out(Decision::Fire {
-                    job: i,
-                    occurrence: t,
-                    late,
-                    caught_up: false,
-                });
-                job.schedule.next_after(t)
-            } else {
-                catch_up(job, i, t, now, &mut out)
-            };
-            if let Some(next) = next {
-                self.heap.push(Reverse((next, i)));
+            if popped.is_empty() {
+                return;
+            }
+            for &(t, i, late) in &popped {
+                let job = &self.jobs[i];
+                let next = if late <= ON_TIME {
+                    job.schedule.next_after(t)
+                } else {
+                    catch_up(job, i, t, now, &mut |d| out(job, d))
+                };
+                if let Some(next) = next {
+                    self.heap.push(Reverse((next, i)));
+                }
             }
         }
     }

@@ -1,0 +1,144 @@
+//! Fire lateness of the timer loop, on the real clock: how long after each scheduled
+//! instant the occurrence is handed to delivery.
+//!
+//!     cargo run --release --example fire_lateness -- [JOBS]
+//!
+//! Two runs of JOBS jobs (default 10,000), each with a baseline in the same process:
+//! - spread: job i fires at second i % 60 of every minute (about JOBS/60 per second);
+//! - burst: every job fires at the same second.
+//!
+//! The baseline is one tokio task per distinct instant doing `sleep_until` and reading
+//! the clock: the timer's own floor on this machine, measured alongside.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Timelike, Utc};
+use cronmail::clock::{Clock, SystemClock};
+use cronmail::config::{self, Host};
+use cronmail::daemon::{Control, timer_loop};
+use cronmail::timer::Timer;
+use tokio::sync::mpsc;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(f64::total_cmp);
+    println!(
+        "{name:<28} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms  max={:>7.3} ms",
+        ms.len(),
+        percentile(&ms, 0.5),
+        percentile(&ms, 0.99),
+        ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+fn late_ms(at: DateTime<Utc>, scheduled: DateTime<Utc>) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let us = (at - scheduled).num_microseconds().unwrap_or(i64::MAX) as f64;
+    us / 1000.0
+}
+
+/// Builds a jobs.toml with `n` jobs whose second field is `second(i)`.
+fn jobs_toml(n: usize, second: impl Fn(usize) -> u32) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::from("from = \"bot@example.com\"\ntimezone = \"UTC\"\n[outbox]\n");
+    for i in 0..n {
+        let _ = write!(
+            s,
+            "[[job]]\nname = \"j{i}\"\nschedule = \"{} * * * * *\"\nto = [\"a@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n",
+            second(i)
+        );
+    }
+    s
+}
+
+/// Runs the timer loop until every job fired once, and the baseline beside it.
+async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy) {
+    let text = jobs_toml(n, second);
+    let started = std::time::Instant::now();
+    let cfg = config::parse(std::path::Path::new("bench.toml"), &text, &Host::from_env())
+        .expect("valid config");
+    println!(
+        "{label}: {n} jobs parsed and validated in {:?}",
+        started.elapsed()
+    );
+
+    let clock = SystemClock;
+    let now = clock.now();
+    let timer = Timer::new(cfg.jobs.clone(), now, &HashMap::new());
+    // Baseline: one sleeper per distinct instant over the next minute.
+    let mut instants: Vec<DateTime<Utc>> = cfg
+        .jobs
+        .iter()
+        .filter_map(|j| j.schedule.next_after(now))
+        .collect();
+    instants.sort();
+    instants.dedup();
+    let baseline = tokio::spawn(async move {
+        let mut set = tokio::task::JoinSet::new();
+        for at in instants {
+            set.spawn(async move {
+                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
+                late_ms(Utc::now(), at)
+            });
+        }
+        set.join_all().await
+    });
+
+    let (tx, mut rx) = mpsc::channel(1);
+    let mut counts = vec![0u32; n];
+    let mut lateness = Vec::with_capacity(n);
+    let mut done = Some(tx);
+    let looping = timer_loop(
+        timer,
+        &clock,
+        &mut rx,
+        |f| {
+            counts[f.job] += 1;
+            lateness.push(late_ms(f.fired_at, f.occurrence));
+            if lateness.len() == n {
+                if let Some(tx) = done.take() {
+                    let _ = tx.try_send(Control::Shutdown);
+                }
+            }
+        },
+        async |_| None,
+    );
+    // Every job fires within the next minute; stop at 65 s regardless.
+    let _ = tokio::time::timeout(Duration::from_secs(65), looping).await;
+    let base = baseline.await.unwrap_or_default();
+
+    let missed = counts.iter().filter(|&&c| c == 0).count();
+    let duplicated = counts.iter().filter(|&&c| c > 1).count();
+    summary(&format!("{label} cronmail"), lateness);
+    summary(&format!("{label} baseline sleep_until"), base);
+    println!("{label}: missed={missed} duplicated={duplicated}");
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000);
+    run("spread over a minute", n, |i| {
+        u32::try_from(i % 60).unwrap_or(0)
+    })
+    .await;
+    // Due in one second: a few seconds from now, so the loop is asleep when it comes.
+    let s = (Utc::now().second() + 5) % 60;
+    run("same second", n, move |_| s).await;
+}

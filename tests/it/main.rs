@@ -1,0 +1,10 @@
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step should panic with its location
+//! cronmail's integration tests: one binary, real servers, real processes.
+//!
+//! SMTP tests need Python's aiosmtpd; `./scripts/test` installs it into `.venv`.
+
+mod cli;
+mod schedule;
+mod smtp;
+mod support;
+mod timer;
