@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use cronmail::clock::{Clock, SystemClock};
 use cronmail::config::{self, Host};
-use cronmail::daemon::{Control, timer_loop};
+use cronmail::daemon::{Control, TimerEvent, timer_loop};
 use cronmail::timer::Timer;
 use tokio::sync::mpsc;
 
@@ -106,13 +106,14 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy) {
         timer,
         &clock,
         &mut rx,
-        |f| {
+        |e| {
+            let TimerEvent::Fire(f) = e else { return };
             counts[f.job] += 1;
             lateness.push(late_ms(f.fired_at, f.occurrence));
-            if lateness.len() == n {
-                if let Some(tx) = done.take() {
-                    let _ = tx.try_send(Control::Shutdown);
-                }
+            if lateness.len() == n
+                && let Some(tx) = done.take()
+            {
+                let _ = tx.try_send(Control::Shutdown);
             }
         },
         async |_| None,

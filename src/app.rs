@@ -26,6 +26,8 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
         }
         Command::Render { job, at } => render(config_path, &job, at.as_deref()),
         Command::Send { job, to } => send(config_path, &job, to.as_deref()).await,
+        Command::Status => status(config_path),
+        Command::History { job, limit } => history(config_path, job.as_deref(), limit),
     }
 }
 
@@ -64,6 +66,14 @@ fn start_error_exit(e: &StartError) -> Exit {
             print_error(&e.to_string());
             Exit::Config
         }
+        StartError::Ledger(l) => {
+            print_error(&e.to_string());
+            if matches!(l, crate::ledger::LedgerError::Locked(_)) {
+                Exit::TempFail
+            } else {
+                Exit::CantCreate
+            }
+        }
     }
 }
 
@@ -100,10 +110,7 @@ async fn run(path: &Path) -> Exit {
     };
     match daemon::run(path.to_path_buf(), Arc::new(SystemClock), events).await {
         Ok(()) => Exit::Ok,
-        Err(e) => {
-            tracing::error!(error = %e, "cronmail could not start");
-            start_error_exit(&e)
-        }
+        Err(e) => start_error_exit(&e),
     }
 }
 
@@ -339,10 +346,138 @@ async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
             );
             Exit::Ok
         }
-        Err(daemon::DeliverError::Send(e)) => report_send_error(&e),
-        Err(e) => {
-            print_error(&format!("job `{name}`: {e}"));
-            Exit::Config
+        Err((message_id, e)) => {
+            daemon::log_failure(
+                &rt,
+                &job,
+                occurrence,
+                message_id.as_deref(),
+                &e,
+                1,
+                "not retried (a manual send)",
+            );
+            match e {
+                daemon::DeliverError::Send(e) => report_send_error(&e),
+                other => {
+                    print_error(&format!("job `{name}`: {other}"));
+                    Exit::Config
+                }
+            }
         }
     }
+}
+
+/// Opens the ledger of `config` for reading (no lock: a daemon may be running).
+fn open_ledger(config: &Config) -> Result<crate::ledger::SqliteLedger, Exit> {
+    let path = config.state_dir.join("ledger.sqlite3");
+    if !path.exists() {
+        print_error(&format!(
+            "no ledger at `{}`: `cronmail run` has not run with this `state_dir` yet",
+            path.display()
+        ));
+        return Err(Exit::CantCreate);
+    }
+    crate::ledger::SqliteLedger::open_at(&path).map_err(|e| {
+        print_error(&e.to_string());
+        Exit::CantCreate
+    })
+}
+
+fn status(path: &Path) -> Exit {
+    use crate::ledger::Ledger as _;
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let ledger = match open_ledger(&config) {
+        Ok(l) => l,
+        Err(exit) => return exit,
+    };
+    let summary = match ledger.summary() {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e.to_string());
+            return Exit::CantCreate;
+        }
+    };
+    let now = Utc::now();
+    let mut out = std::io::stdout().lock();
+    let fmt = |job: &config::Job, t: DateTime<Utc>| {
+        t.with_timezone(&job.tz())
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
+    };
+    for job in &config.jobs {
+        let s = summary.get(&job.name).cloned().unwrap_or_default();
+        let next = if job.enabled {
+            job.schedule
+                .next_after(now)
+                .map_or_else(|| "never".to_owned(), |t| fmt(job, t))
+        } else {
+            "disabled".to_owned()
+        };
+        let _ = writeln!(out, "{}", job.name);
+        let _ = writeln!(out, "  next:         {next}");
+        let _ = writeln!(
+            out,
+            "  last sent:    {}",
+            s.last_sent.map_or_else(
+                || "never".to_owned(),
+                |(t, id)| format!("{} <{id}>", fmt(job, t))
+            )
+        );
+        let _ = writeln!(
+            out,
+            "  last failure: {}",
+            s.last_failure.map_or_else(
+                || "none".to_owned(),
+                |(t, class, reply)| format!("{} {class}: {reply}", fmt(job, t))
+            )
+        );
+        let _ = writeln!(out, "  pending:      {}", s.pending);
+    }
+    Exit::Ok
+}
+
+fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
+    use crate::ledger::Ledger as _;
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let ledger = match open_ledger(&config) {
+        Ok(l) => l,
+        Err(exit) => return exit,
+    };
+    let records = match ledger.history(job, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&e.to_string());
+            return Exit::CantCreate;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        let tz = config
+            .job(&r.key.job)
+            .map_or(chrono_tz::UTC, config::Job::tz);
+        let reply = r
+            .final_reply
+            .as_deref()
+            .or(r.last_reply.as_deref())
+            .unwrap_or("");
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\tattempts={}\t<{}>\t{}",
+            r.key
+                .scheduled_at
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            r.key.job,
+            r.state,
+            r.attempts,
+            r.message_id,
+            reply.replace(['\r', '\n'], " ")
+        );
+    }
+    Exit::Ok
 }

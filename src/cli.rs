@@ -67,6 +67,17 @@ pub enum Command {
         #[arg(long, value_name = "RFC3339")]
         at: Option<String>,
     },
+    /// Per job: next fire, last sent, last failure, pending count (from the ledger).
+    Status,
+    /// Recent occurrences with their state and the server's reply.
+    History {
+        /// Only this job.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+        /// How many, newest first.
+        #[arg(long, default_value_t = 20, value_name = "N")]
+        limit: usize,
+    },
     /// Render and send one occurrence now: the "send me a test" command.
     Send {
         /// The job's name.

@@ -70,6 +70,35 @@ impl CatchUp {
     }
 }
 
+/// `[delivery]`: retries, connection cap, shutdown grace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// First retry delay; later ones double, with jitter, up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// After this long past its scheduled instant, an undelivered occurrence expires.
+    pub retry_for: Duration,
+    /// Most concurrent SMTP connections.
+    pub max_connections: usize,
+    /// How long in-flight sends may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            retry_min: Duration::from_secs(30),
+            retry_max: Duration::from_secs(30 * 60),
+            retry_for: Duration::from_secs(24 * 3600),
+            max_connections: 4,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Where the ledger lives when jobs.toml does not say: systemd's `StateDirectory=`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronmail";
+
 /// How a connection to the SMTP server is secured.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TlsMode {
@@ -162,6 +191,9 @@ impl Job {
 pub struct Config {
     pub path: PathBuf,
     pub transport: TransportConfig,
+    /// The ledger's folder.
+    pub state_dir: PathBuf,
+    pub delivery: Delivery,
     pub jobs: Vec<Job>,
     pub templates: Arc<Templates>,
 }
@@ -179,6 +211,8 @@ pub struct Host {
     pub now: DateTime<Utc>,
     /// The zone used when jobs.toml names none: `TZ`, then /etc/localtime, then UTC.
     pub default_tz: Result<Tz, String>,
+    /// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
+    pub state_directory: Option<PathBuf>,
 }
 
 impl Host {
@@ -186,6 +220,14 @@ impl Host {
         Host {
             now: Utc::now(),
             default_tz: system_timezone(),
+            // systemd may list several folders, separated by colons; ours is the first.
+            state_directory: std::env::var_os("STATE_DIRECTORY")
+                .and_then(|v| {
+                    v.to_str()
+                        .and_then(|s| s.split(':').next())
+                        .map(PathBuf::from)
+                })
+                .filter(|p| !p.as_os_str().is_empty()),
         }
     }
 }
@@ -218,6 +260,18 @@ struct RawTop {
     smtp: Option<Spanned<RawSmtp>>,
     outbox: Option<Spanned<RawOutbox>>,
     defaults: Option<RawDefaults>,
+    state_dir: Option<Spanned<String>>,
+    delivery: Option<RawDelivery>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    retry_min: Option<Spanned<String>>,
+    retry_max: Option<Spanned<String>>,
+    retry_for: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    shutdown_grace: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -517,6 +571,15 @@ impl Cx<'_> {
             }
         }
 
+        let state_dir = match &top.state_dir {
+            Some(d) => self.resolve(d.get_ref()),
+            None => host
+                .state_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        };
+        let delivery = self.delivery(&top.delivery.unwrap_or_default());
+
         let transport = transport?;
         if !self.diags.is_empty() {
             return None;
@@ -524,6 +587,8 @@ impl Cx<'_> {
         Some(Config {
             path: self.src.path.to_path_buf(),
             transport,
+            state_dir,
+            delivery: delivery?,
             jobs,
             templates: Arc::new(templates),
         })
@@ -562,6 +627,53 @@ impl Cx<'_> {
                 None
             }
         }
+    }
+
+    fn delivery(&mut self, raw: &RawDelivery) -> Option<Delivery> {
+        let d = Delivery::default();
+        let dur = |cx: &mut Self, v: &Option<Spanned<String>>, key: &str, default: Duration| {
+            v.as_ref().map_or(Some(default), |s| cx.duration(s, key))
+        };
+        let retry_min = dur(self, &raw.retry_min, "retry_min", d.retry_min);
+        let retry_max = dur(self, &raw.retry_max, "retry_max", d.retry_max);
+        let retry_for = dur(self, &raw.retry_for, "retry_for", d.retry_for);
+        let shutdown_grace = dur(
+            self,
+            &raw.shutdown_grace,
+            "shutdown_grace",
+            d.shutdown_grace,
+        );
+        let max_connections = match &raw.max_connections {
+            None => Some(d.max_connections),
+            Some(n) => match usize::try_from(*n.get_ref()) {
+                Ok(v) if (1..=100).contains(&v) => Some(v),
+                _ => {
+                    self.at(
+                        Some(n.span()),
+                        None,
+                        format!(
+                            "`max_connections` must be between 1 and 100, not {}",
+                            n.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(min), Some(max)) = (retry_min, retry_max)
+            && min > max
+        {
+            let span = raw.retry_min.as_ref().map(Spanned::span);
+            self.at(span, None, "`retry_min` is longer than `retry_max`");
+            return None;
+        }
+        Some(Delivery {
+            retry_min: retry_min?,
+            retry_max: retry_max?,
+            retry_for: retry_for?,
+            max_connections: max_connections?,
+            shutdown_grace: shutdown_grace?,
+        })
     }
 
     fn catch_up(&mut self, s: &Spanned<String>, job: Option<&str>) -> Option<CatchUp> {
@@ -677,14 +789,14 @@ impl Cx<'_> {
             }),
         };
 
-        if let (Some(TlsMode::None), Some(h)) = (tls, &host) {
-            if !is_loopback(h) {
-                let span = raw.tls.as_ref().map(Spanned::span);
-                self.at(span, None, format!(
+        if let (Some(TlsMode::None), Some(h)) = (tls, &host)
+            && !is_loopback(h)
+        {
+            let span = raw.tls.as_ref().map(Spanned::span);
+            self.at(span, None, format!(
                     "`tls = \"none\"` is allowed only for a loopback host (localhost, 127.0.0.1, ::1), not `{h}`; \
                      use `starttls` or `implicit`"
                 ));
-            }
         }
 
         let sources: Vec<(Range<usize>, SecretSource)> = [
@@ -716,23 +828,23 @@ impl Cx<'_> {
                 `password_command`, `password_credential`",
             );
         }
-        if let Some((span, SecretSource::Command(argv))) = sources.first() {
-            if argv.is_empty() || argv[0].is_empty() {
-                self.at(
-                    Some(span.clone()),
-                    None,
-                    "`password_command` must name a program, e.g. [\"pass\", \"show\", \"smtp\"]",
-                );
-            }
+        if let Some((span, SecretSource::Command(argv))) = sources.first()
+            && (argv.is_empty() || argv[0].is_empty())
+        {
+            self.at(
+                Some(span.clone()),
+                None,
+                "`password_command` must name a program, e.g. [\"pass\", \"show\", \"smtp\"]",
+            );
         }
-        if let Some((span, SecretSource::Credential(name))) = sources.first() {
-            if name.is_empty() || name.contains('/') {
-                self.at(
-                    Some(span.clone()),
-                    None,
-                    "`password_credential` must be a credential name such as `smtp-password`",
-                );
-            }
+        if let Some((span, SecretSource::Credential(name))) = sources.first()
+            && (name.is_empty() || name.contains('/'))
+        {
+            self.at(
+                Some(span.clone()),
+                None,
+                "`password_credential` must be a credential name such as `smtp-password`",
+            );
         }
         let username = raw.username.as_ref().map(|u| u.get_ref().clone());
         match (&username, sources.first()) {
@@ -754,10 +866,10 @@ impl Cx<'_> {
             }
             _ => {}
         }
-        if let Some(u) = &raw.username {
-            if let Some(bad) = header_control(u.get_ref()) {
-                self.at(Some(u.span()), None, format!("`username` contains {bad}"));
-            }
+        if let Some(u) = &raw.username
+            && let Some(bad) = header_control(u.get_ref())
+        {
+            self.at(Some(u.span()), None, format!("`username` contains {bad}"));
         }
 
         let ca_file = raw
@@ -839,10 +951,10 @@ impl Cx<'_> {
                 None
             }
         });
-        if let Some(s) = &schedule {
-            if let Err(e) = s.validate(now) {
-                self.at(Some(raw.schedule.span()), job, e);
-            }
+        if let Some(s) = &schedule
+            && let Err(e) = s.validate(now)
+        {
+            self.at(Some(raw.schedule.span()), job, e);
         }
 
         let from = if let Some(f) = &raw.from {

@@ -6,7 +6,8 @@
 //! the system clock and OS signals. One loop `select!`s between "the next occurrence is
 //! due" and "a control event arrived"; it never polls per job.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,10 +20,13 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::clock::Clock;
 use crate::config::{self, Config, Host};
 use crate::diagnostic::Diagnostics;
-use crate::mailer::{DEFAULT_MAX_CONNECTIONS, Delivered, Mailer, SendError};
+use crate::ledger::{Key, Ledger, LedgerError, SqliteLedger, State};
+use crate::mailer::{Delivered, ErrorClass, Mailer, SendError};
 use crate::message::{self, ComposeError, Outgoing};
 use crate::render::TemplateError;
+use crate::retry;
 use crate::secret::SecretError;
+use crate::timer::SkipReason;
 use crate::timer::{Decision, Timer};
 
 /// Longest single sleep of the timer loop. The loop re-reads the wall clock when it
@@ -30,8 +34,8 @@ use crate::timer::{Decision, Timer};
 /// most this much, not by however long a monotonic sleep had left.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 
-/// How long in-flight sends may finish after SIGTERM before the process exits anyway.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// A fire handed off later than this after its instant gets its own log line.
+const LATE_NOTICE: Duration = Duration::from_secs(1);
 
 /// A wall-clock jump larger than this between two wakes is logged as a suspend/resume
 /// or a clock change.
@@ -55,6 +59,8 @@ pub enum StartError {
     Secret(#[from] SecretError),
     #[error("setting up the mailer: {0}")]
     Mailer(SendError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
 }
 
 /// A loaded configuration and the transport built for it.
@@ -73,7 +79,7 @@ pub async fn load(path: &Path, host: &Host) -> Result<Runtime, StartError> {
         },
         config::TransportConfig::Outbox { .. } => None,
     };
-    let mailer = Mailer::new(&config.transport, password, DEFAULT_MAX_CONNECTIONS)
+    let mailer = Mailer::new(&config.transport, password, config.delivery.max_connections)
         .map_err(StartError::Mailer)?;
     Ok(Runtime {
         config: Arc::new(config),
@@ -90,6 +96,8 @@ pub enum DeliverError {
     Compose(#[from] ComposeError),
     #[error("{0}")]
     Send(#[from] SendError),
+    #[error("the ledger: {0}")]
+    Ledger(String),
 }
 
 /// Renders and composes one occurrence of `job`. `date` is the Date header's instant.
@@ -109,31 +117,22 @@ pub fn prepare(
     )?)
 }
 
-/// Renders, sends and logs one occurrence: an INFO line on success, an ERROR line with
-/// class, reply and hint on failure.
+/// Renders and sends one occurrence, and logs the INFO `sent` line on success.
+/// Failures are returned for the caller to log with what happens next (`log_failure`).
 pub async fn deliver(
     rt: &Runtime,
     job: &config::Job,
     occurrence: DateTime<Utc>,
     now: DateTime<Utc>,
     redirect: Option<&lettre::message::Mailbox>,
-) -> Result<(Outgoing, Delivered), DeliverError> {
+) -> Result<(Outgoing, Delivered), (Option<String>, DeliverError)> {
     let started = Instant::now();
-    let occurrence_text = occurrence
-        .with_timezone(&job.tz())
-        .to_rfc3339_opts(SecondsFormat::Secs, true);
-    let out = match prepare(&rt.config, job, occurrence, now, redirect) {
-        Ok(out) => out,
-        Err(e) => {
-            error!(job = %job.name, occurrence = %occurrence_text, class = "render", error = %e, "not sent: the message could not be built");
-            return Err(e);
-        }
-    };
+    let out = prepare(&rt.config, job, occurrence, now, redirect).map_err(|e| (None, e))?;
     match rt.mailer.send(&out).await {
         Ok(d) => {
             info!(
                 job = %job.name,
-                occurrence = %occurrence_text,
+                occurrence = %local_rfc3339(job, occurrence),
                 recipients = out.recipient_count(),
                 message_id = %out.message_id,
                 smtp_code = d.code,
@@ -143,31 +142,60 @@ pub async fn deliver(
             );
             Ok((out, d))
         }
-        Err(e) => {
-            let (server, username) = match &rt.config.transport {
-                config::TransportConfig::Smtp(s) => (
-                    format!("{}:{}", s.host, s.port),
-                    s.username.clone().unwrap_or_default(),
-                ),
-                config::TransportConfig::Outbox { dir } => {
-                    (dir.display().to_string(), String::new())
-                }
-            };
-            error!(
-                job = %job.name,
-                occurrence = %occurrence_text,
-                message_id = %out.message_id,
-                server = %server,
-                username = %username,
-                class = %e.class,
-                phase = e.phase.name(),
-                smtp_code = e.code.unwrap_or(0),
-                reply = e.reply.as_deref().unwrap_or(""),
-                hint = e.hint.as_deref().unwrap_or(""),
-                "not sent: {e}"
-            );
-            Err(e.into())
-        }
+        Err(e) => Err((Some(out.message_id), e.into())),
+    }
+}
+
+fn local_rfc3339(job: &config::Job, t: DateTime<Utc>) -> String {
+    t.with_timezone(&job.tz())
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The ERROR line for a failed attempt: job, server, username, class, the server's
+/// exact reply, the hint, and what happens next (`then`).
+pub fn log_failure(
+    rt: &Runtime,
+    job: &config::Job,
+    occurrence: DateTime<Utc>,
+    message_id: Option<&str>,
+    err: &DeliverError,
+    attempt: u32,
+    then: &str,
+) {
+    let (server, username) = match &rt.config.transport {
+        config::TransportConfig::Smtp(s) => (
+            format!("{}:{}", s.host, s.port),
+            s.username.clone().unwrap_or_default(),
+        ),
+        config::TransportConfig::Outbox { dir } => (dir.display().to_string(), String::new()),
+    };
+    let occurrence = local_rfc3339(job, occurrence);
+    let message_id = message_id.unwrap_or("");
+    match err {
+        DeliverError::Send(e) => error!(
+            job = %job.name,
+            occurrence = %occurrence,
+            message_id,
+            attempt,
+            server = %server,
+            username = %username,
+            class = %e.class,
+            phase = e.phase.name(),
+            smtp_code = e.code.unwrap_or(0),
+            reply = e.reply.as_deref().unwrap_or(""),
+            hint = e.hint.as_deref().unwrap_or(""),
+            then,
+            "not sent: {e}"
+        ),
+        other => error!(
+            job = %job.name,
+            occurrence = %occurrence,
+            attempt,
+            class = "render",
+            error = %other,
+            then,
+            "not sent: the message could not be built"
+        ),
     }
 }
 
@@ -209,10 +237,10 @@ impl Notifier {
     }
 
     fn send(&self, states: &[sd_notify::NotifyState<'_>]) {
-        if self.enabled {
-            if let Err(e) = sd_notify::notify(false, states) {
-                warn!(error = %e, "could not notify systemd");
-            }
+        if self.enabled
+            && let Err(e) = sd_notify::notify(false, states)
+        {
+            warn!(error = %e, "could not notify systemd");
         }
     }
 
@@ -242,14 +270,26 @@ pub struct Fire {
     pub caught_up: bool,
 }
 
+/// What the timer loop reports.
+#[derive(Clone, Debug)]
+pub enum TimerEvent {
+    Fire(Fire),
+    /// A missed occurrence the catch-up policy drops (already logged).
+    Skip {
+        job: usize,
+        occurrence: DateTime<Utc>,
+        reason: SkipReason,
+    },
+}
+
 /// The timer loop alone: sleeps until the next occurrence, decides what is due, and
-/// hands each fire to `fire`. Returns when `events` yields `Shutdown` or closes.
+/// reports each decision to `on`. Returns when `events` yields `Shutdown` or closes.
 /// `on_reload` is asked for a new `Timer` on `Reload`; it returns `None` to keep the old.
 pub async fn timer_loop(
     mut timer: Timer,
     clock: &dyn Clock,
     events: &mut mpsc::Receiver<Control>,
-    mut fire: impl FnMut(Fire),
+    mut on: impl FnMut(TimerEvent),
     mut on_reload: impl AsyncFnMut(DateTime<Utc>) -> Option<Timer>,
 ) {
     let mut last_wake = clock.now();
@@ -262,7 +302,7 @@ pub async fn timer_loop(
             );
         }
         last_wake = now;
-        fire_due(&mut timer, clock, &mut fire);
+        fire_due(&mut timer, clock, &mut on);
 
         let deadline = timer.next_deadline();
         let sleep_for = deadline.map_or(MAX_SLEEP, |t| {
@@ -279,17 +319,16 @@ pub async fn timer_loop(
                 if late > JUMP_WARNING {
                     warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
                 }
-                if let Some(d) = deadline {
-                    if d - clock.now() <= chrono::Duration::from_std(clock.spin_window()).unwrap_or_default() {
+                if let Some(d) = deadline
+                    && d - clock.now() <= chrono::Duration::from_std(clock.spin_window()).unwrap_or_default() {
                         spin_until(clock, d);
                     }
-                }
             }
             event = events.recv() => match event {
                 Some(Control::Reload) => {
                     // Fire whatever is due under the old jobs first, so nothing falls
                     // between the old timer and the new one.
-                    fire_due(&mut timer, clock, &mut fire);
+                    fire_due(&mut timer, clock, &mut on);
                     if let Some(new) = on_reload(clock.now()).await {
                         timer = new;
                     }
@@ -300,15 +339,16 @@ pub async fn timer_loop(
     }
 }
 
-/// Decides everything due now, logs skips, and hands each fire over.
-fn fire_due(timer: &mut Timer, clock: &dyn Clock, fire: &mut impl FnMut(Fire)) {
+/// Decides everything due now, logs skips, and reports each decision.
+fn fire_due(timer: &mut Timer, clock: &dyn Clock, on: &mut impl FnMut(TimerEvent)) {
     timer.due(clock.now(), |job, d| match d {
         Decision::Fire { job: i, occurrence, caught_up, .. } => {
             // Stamp the hand-off itself: this is the lateness the design notes report.
-            fire(Fire { job: i, occurrence, fired_at: clock.now(), caught_up });
+            on(TimerEvent::Fire(Fire { job: i, occurrence, fired_at: clock.now(), caught_up }));
         }
-        Decision::Skip { occurrence, late, reason, .. } => {
+        Decision::Skip { job: i, occurrence, late, reason } => {
             warn!(job = %job.name, occurrence = %occurrence.to_rfc3339(), late_s = late.as_secs(), reason = reason.describe(), "skipped");
+            on(TimerEvent::Skip { job: i, occurrence, reason });
         }
         Decision::SkipMany { count, first, last, .. } => {
             warn!(job = %job.name, count, first = %first.to_rfc3339(), last = %last.to_rfc3339(), "skipped many missed occurrences");
@@ -337,26 +377,35 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let notifier = Notifier::from_env();
     let rt = load(&path, &Host::from_env()).await?;
+    let state_dir = rt.config.state_dir.clone();
+    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open_exclusive(&state_dir)?);
     let enabled = rt.config.jobs.iter().filter(|j| j.enabled).count();
-    info!(config = %path.display(), jobs = enabled, transport = %rt.mailer.destination(), "cronmail started");
-    let timer = Timer::new(rt.config.jobs.clone(), clock.now(), &HashMap::default());
+    info!(config = %path.display(), jobs = enabled, transport = %rt.mailer.destination(), state_dir = %state_dir.display(), "cronmail started");
+
+    // Jobs resume after the last occurrence the ledger has seen, so what was missed
+    // while cronmail was down meets the catch-up policy.
+    let handled = ledger.last_handled()?;
+    let unfinished = ledger.unfinished()?;
+    let timer = Timer::new(rt.config.jobs.clone(), clock.now(), &handled);
     notifier.send(&[sd_notify::NotifyState::Ready]);
     notifier.status(&timer);
 
-    let current = std::sync::Mutex::new(Arc::new(rt));
+    let rt = Arc::new(rt);
+    let current = std::sync::Mutex::new(Arc::clone(&rt));
     let (tx, rx) = mpsc::unbounded_channel();
-    let worker = tokio::spawn(delivery_worker(rx, Arc::clone(&clock)));
+    let worker = Worker::new(rt, Arc::clone(&ledger), Arc::clone(&clock));
+    let worker = tokio::spawn(worker.run(rx, unfinished));
 
     let loop_fut = timer_loop(
         timer,
         &*clock,
         &mut events,
-        |f| {
+        |event| {
             let rt = current
                 .lock()
                 .map_or_else(|p| Arc::clone(&p.into_inner()), |g| Arc::clone(&g));
             // The worker outlives the loop, so a send only fails if it panicked.
-            let _ = tx.send((rt, f));
+            let _ = tx.send(Msg::Timer(rt, event));
         },
         async |_now| {
             notifier.send(&[
@@ -368,11 +417,17 @@ pub async fn run(
                 Ok(new) => {
                     let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
                     info!(config = %path.display(), jobs, transport = %new.mailer.destination(), "configuration reloaded");
-                    let timer =
-                        Timer::new(new.config.jobs.clone(), clock.now(), &HashMap::default());
-                    if let Ok(mut g) = current.lock() {
-                        *g = Arc::new(new);
+                    if new.config.state_dir != state_dir {
+                        warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
                     }
+                    // A changed schedule takes effect from now: occurrences already
+                    // handled stay handled, nothing in between is caught up.
+                    let timer = Timer::new(new.config.jobs.clone(), clock.now(), &HashMap::new());
+                    let new = Arc::new(new);
+                    if let Ok(mut g) = current.lock() {
+                        *g = Arc::clone(&new);
+                    }
+                    let _ = tx.send(Msg::Reload(new));
                     notifier.status(&timer);
                     Some(timer)
                 }
@@ -410,51 +465,434 @@ pub async fn run(
     Ok(())
 }
 
-/// Spawns a delivery per fire, reaps finished ones, and at shutdown (the channel
-/// closed) gives those in flight `SHUTDOWN_GRACE` to finish.
-async fn delivery_worker(
-    mut rx: mpsc::UnboundedReceiver<(Arc<Runtime>, Fire)>,
+/// What the delivery worker is told.
+enum Msg {
+    /// A decision of the timer, about a job of this runtime.
+    Timer(Arc<Runtime>, TimerEvent),
+    /// A new configuration (and credentials): releases an authentication hold.
+    Reload(Arc<Runtime>),
+}
+
+/// The outcome of one attempt.
+struct Done {
+    key: Key,
+    attempt: u32,
+    result: Result<Delivered, (Option<String>, DeliverError)>,
+}
+
+/// Sends are paused after an authentication failure, until `until` or a reload.
+struct Hold {
+    until: DateTime<Utc>,
+    /// Failures in a row, for the backoff.
+    level: u32,
+}
+
+/// Claims occurrences in the ledger, sends them, retries them, and records the outcome.
+/// One task; each attempt runs in a task of its own.
+struct Worker {
+    rt: Arc<Runtime>,
+    ledger: Arc<dyn Ledger>,
     clock: Arc<dyn Clock>,
-) {
-    let mut inflight: JoinSet<()> = JoinSet::new();
-    loop {
-        tokio::select! {
-            msg = rx.recv() => {
-                let Some((rt, f)) = msg else { break };
-                let job = rt.config.jobs[f.job].clone();
-                let span = info_span!("deliver", job = %job.name, occurrence = %f.occurrence.to_rfc3339());
-                if f.caught_up {
-                    let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
-                    info!(job = %job.name, occurrence = %f.occurrence.to_rfc3339(), late_s = late.as_secs(), "sending a missed occurrence late (catch_up)");
+    retries: BinaryHeap<Reverse<(DateTime<Utc>, Key)>>,
+    inflight: JoinSet<Done>,
+    hold: Option<Hold>,
+    /// Occurrences already logged as held, so each is logged once.
+    held_logged: HashSet<Key>,
+}
+
+/// Runs a ledger call off the async threads: `SQLite` with `synchronous=FULL` fsyncs.
+async fn blocking<T: Send + 'static>(
+    ledger: &Arc<dyn Ledger>,
+    f: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
+) -> Result<T, LedgerError> {
+    let ledger = Arc::clone(ledger);
+    match tokio::task::spawn_blocking(move || f(&*ledger)).await {
+        Ok(r) => r,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+impl Worker {
+    fn new(rt: Arc<Runtime>, ledger: Arc<dyn Ledger>, clock: Arc<dyn Clock>) -> Self {
+        Worker {
+            rt,
+            ledger,
+            clock,
+            retries: BinaryHeap::new(),
+            inflight: JoinSet::new(),
+            hold: None,
+            held_logged: HashSet::new(),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Msg>,
+        unfinished: Vec<crate::ledger::Record>,
+    ) {
+        self.resume(unfinished).await;
+        loop {
+            let now = self.clock.now();
+            let sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
+                (*t - now).to_std().unwrap_or_default().min(MAX_SLEEP)
+            });
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    // Take everything already queued: a burst is claimed in one transaction.
+                    let mut batch = vec![msg];
+                    while let Ok(m) = rx.try_recv() {
+                        batch.push(m);
+                    }
+                    self.handle(batch).await;
                 }
-                let clock = Arc::clone(&clock);
-                inflight.spawn(async move {
-                    let _ = deliver(&rt, &job, f.occurrence, clock.now(), None).await;
-                }.instrument(span));
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
+                    Ok(done) => self.finish(done).await,
+                    Err(e) => error!(error = %e, "a delivery task failed"),
+                },
+                () = tokio::time::sleep(sleep_for) => self.retry_due().await,
             }
-            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                if let Err(e) = done {
-                    error!(error = %e, "a delivery task failed");
+        }
+        // Shutdown: nothing new starts; sends in progress get the grace period. Whatever
+        // is still pending stays pending in the ledger and resumes at the next start.
+        let grace = self.rt.config.delivery.shutdown_grace;
+        if !self.inflight.is_empty() {
+            info!(
+                in_flight = self.inflight.len(),
+                grace_s = grace.as_secs(),
+                "stopping: waiting for sends in progress"
+            );
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.inflight.join_next()).await {
+                Ok(Some(Ok(done))) => self.finish(done).await,
+                Ok(Some(Err(e))) => error!(error = %e, "a delivery task failed"),
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(
+                        abandoned = self.inflight.len(),
+                        "stopping: sends still in progress after the grace period were abandoned; they stay in the ledger and are sent again, with the same Message-ID, at the next start"
+                    );
+                    self.inflight.abort_all();
+                    break;
                 }
             }
         }
     }
-    if !inflight.is_empty() {
-        info!(
-            in_flight = inflight.len(),
-            grace_s = SHUTDOWN_GRACE.as_secs(),
-            "stopping: waiting for sends in progress"
+
+    /// Requeues what the ledger says was unfinished when cronmail last stopped.
+    async fn resume(&mut self, unfinished: Vec<crate::ledger::Record>) {
+        let now = self.clock.now();
+        for r in unfinished {
+            let Some(job) = self.rt.config.job(&r.key.job) else {
+                warn!(job = %r.key.job, occurrence = %r.key.scheduled_at.to_rfc3339(), "not sent: the job is no longer in jobs.toml; recorded as skipped");
+                self.give_up_removed(r.key, &r.message_id).await;
+                continue;
+            };
+            if r.state == State::Sending {
+                warn!(
+                    job = %job.name,
+                    occurrence = %local_rfc3339(job, r.key.scheduled_at),
+                    message_id = %r.message_id,
+                    "an attempt was interrupted (cronmail stopped or crashed while sending); sending again with the same Message-ID, so a duplicate is recognisable"
+                );
+            }
+            let at = r.next_attempt_at.unwrap_or(now).max(now);
+            self.retries.push(Reverse((at, r.key)));
+        }
+        if !self.retries.is_empty() {
+            info!(
+                queued = self.retries.len(),
+                "resuming unfinished occurrences from the ledger"
+            );
+        }
+    }
+
+    async fn give_up_removed(&mut self, key: Key, message_id: &str) {
+        let now = self.clock.now();
+        let id = message_id.to_owned();
+        let res = blocking(&self.ledger, move |l| {
+            l.give_up(
+                &key,
+                State::Skipped,
+                "removed",
+                "the job was removed from jobs.toml",
+                now,
+            )?;
+            let _ = id;
+            Ok(())
+        })
+        .await;
+        if let Err(e) = res {
+            error!(error = %e, "recording in the ledger failed");
+        }
+    }
+
+    async fn handle(&mut self, batch: Vec<Msg>) {
+        let now = self.clock.now();
+        let mut claims: Vec<(Key, String)> = Vec::new();
+        let mut skips: Vec<(Key, String, &'static str)> = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Reload(rt) => {
+                    self.rt = rt;
+                    if self.hold.take().is_some() {
+                        info!(
+                            "configuration reloaded: resuming the sends held after an authentication failure"
+                        );
+                        self.release_held(now);
+                    }
+                }
+                Msg::Timer(rt, TimerEvent::Fire(f)) => {
+                    let job = &rt.config.jobs[f.job];
+                    let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
+                    if f.caught_up {
+                        info!(job = %job.name, occurrence = %local_rfc3339(job, f.occurrence), late_s = late.as_secs(), "sending a missed occurrence late (catch_up)");
+                    } else if late > LATE_NOTICE {
+                        info!(job = %job.name, occurrence = %local_rfc3339(job, f.occurrence), late_ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX), "sending late (cronmail was not running, or the machine was busy)");
+                    }
+                    let key = Key {
+                        job: job.name.clone(),
+                        scheduled_at: f.occurrence,
+                    };
+                    claims.push((key, message::message_id(job, f.occurrence)));
+                }
+                Msg::Timer(
+                    rt,
+                    TimerEvent::Skip {
+                        job,
+                        occurrence,
+                        reason,
+                    },
+                ) => {
+                    let job = &rt.config.jobs[job];
+                    let key = Key {
+                        job: job.name.clone(),
+                        scheduled_at: occurrence,
+                    };
+                    skips.push((key, message::message_id(job, occurrence), reason.describe()));
+                }
+            }
+        }
+        if !skips.is_empty() {
+            let res = blocking(&self.ledger, move |l| {
+                for (key, id, reason) in &skips {
+                    l.skip(key, id, reason, now)?;
+                }
+                Ok(())
+            })
+            .await;
+            if let Err(e) = res {
+                error!(error = %e, "recording skipped occurrences in the ledger failed");
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
+        let keys: Vec<Key> = claims.iter().map(|(k, _)| k.clone()).collect();
+        match blocking(&self.ledger, move |l| l.claim(&claims, now)).await {
+            Ok(fresh) => {
+                for (key, new) in keys.into_iter().zip(fresh) {
+                    if new {
+                        self.start(key);
+                    }
+                }
+            }
+            // Without a claim nothing is sent: sending unrecorded could send twice.
+            Err(e) => {
+                error!(error = %e, occurrences = keys.len(), "not sent: the ledger could not record the claim");
+            }
+        }
+    }
+
+    /// Moves every held occurrence to "now".
+    fn release_held(&mut self, now: DateTime<Utc>) {
+        let all: Vec<_> = std::mem::take(&mut self.retries)
+            .into_iter()
+            .map(|Reverse((t, k))| (t, k))
+            .collect();
+        for (t, key) in all {
+            let at = if self.held_logged.remove(&key) {
+                now
+            } else {
+                t
+            };
+            self.retries.push(Reverse((at, key)));
+        }
+    }
+
+    async fn retry_due(&mut self) {
+        let now = self.clock.now();
+        while let Some(Reverse((t, _))) = self.retries.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.retries.pop() else {
+                break;
+            };
+            if self.rt.config.job(&key.job).is_none() {
+                warn!(job = %key.job, occurrence = %key.scheduled_at.to_rfc3339(), "not sent: the job was removed from jobs.toml; recorded as skipped");
+                let id = String::new();
+                self.give_up_removed(key, &id).await;
+                continue;
+            }
+            self.start(key);
+        }
+    }
+
+    /// Starts an attempt, or holds it while authentication is failing.
+    fn start(&mut self, key: Key) {
+        let now = self.clock.now();
+        if let Some(hold) = &self.hold
+            && now < hold.until
+        {
+            if self.held_logged.insert(key.clone())
+                && let Some(job) = self.rt.config.job(&key.job)
+            {
+                error!(
+                    job = %job.name,
+                    occurrence = %local_rfc3339(job, key.scheduled_at),
+                    class = "auth",
+                    until = %hold.until.to_rfc3339(),
+                    "held: sends are paused after an authentication failure; they resume after a reload with new credentials or at `until`"
+                );
+            }
+            self.retries.push(Reverse((hold.until, key)));
+            return;
+        }
+        let Some(job) = self.rt.config.job(&key.job).cloned() else {
+            return;
+        };
+        let rt = Arc::clone(&self.rt);
+        let ledger = Arc::clone(&self.ledger);
+        let clock = Arc::clone(&self.clock);
+        let span =
+            info_span!("deliver", job = %key.job, occurrence = %key.scheduled_at.to_rfc3339());
+        self.inflight.spawn(
+            async move {
+                let k = key.clone();
+                let attempt = match blocking(&ledger, move |l| l.start_attempt(&k, now)).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        return Done {
+                            key,
+                            attempt: 0,
+                            result: Err((None, DeliverError::Ledger(e.to_string()))),
+                        };
+                    }
+                };
+                let result = deliver(&rt, &job, key.scheduled_at, clock.now(), None)
+                    .await
+                    .map(|(_, d)| d);
+                // Record the delivery here, not after the worker picks this task up: the
+                // shorter the gap after the server's reply, the rarer a resend after a crash.
+                if let Ok(d) = &result {
+                    let reply = format!("{} {}", d.code, d.reply);
+                    let k = key.clone();
+                    let done_at = clock.now();
+                    if let Err(e) = blocking(&ledger, move |l| l.sent(&k, &reply, done_at)).await {
+                        error!(error = %e, "the message was sent but the ledger could not record it; it may be sent again after a restart");
+                    }
+                }
+                Done {
+                    key,
+                    attempt,
+                    result,
+                }
+            }
+            .instrument(span),
         );
     }
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while inflight.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            abandoned = inflight.len(),
-            "stopping: sends still in progress after the grace period were abandoned"
+
+    /// Records an attempt's outcome and decides what comes next.
+    async fn finish(&mut self, done: Done) {
+        let now = self.clock.now();
+        let Done {
+            key,
+            attempt,
+            result,
+        } = done;
+        let Some(job) = self.rt.config.job(&key.job).cloned() else {
+            return;
+        };
+        let (message_id, err) = match result {
+            Ok(d) => {
+                self.held_logged.remove(&key);
+                if let Some(h) = &mut self.hold {
+                    h.level = 0;
+                }
+                let _ = d;
+                return;
+            }
+            Err(e) => e,
+        };
+        let (class, reply) = match &err {
+            DeliverError::Send(e) => (e.class, e.reply.clone().unwrap_or_else(|| e.detail.clone())),
+            DeliverError::Ledger(_) => (ErrorClass::Local, err.to_string()),
+            _ => (ErrorClass::Permanent, err.to_string()),
+        };
+        let delivery = self.rt.config.delivery;
+        let next = if class == ErrorClass::Auth {
+            // Hold the whole account: one failed login, not one per occurrence.
+            let level = self.hold.as_ref().map_or(0, |h| h.level) + 1;
+            let until = now
+                + chrono::Duration::from_std(retry::backoff(&delivery, level, fastrand::f64()))
+                    .unwrap_or_default();
+            self.hold = Some(Hold { until, level });
+            self.held_logged.insert(key.clone());
+            retry::expire_or(until, key.scheduled_at, &delivery)
+        } else if matches!(err, DeliverError::Send(_) | DeliverError::Ledger(_)) {
+            retry::after_failure(
+                class,
+                attempt.max(1),
+                key.scheduled_at,
+                now,
+                &delivery,
+                fastrand::f64(),
+            )
+        } else {
+            // The message cannot be built (a render error): retrying cannot help.
+            retry::Next::GiveUp(State::Failed)
+        };
+        let then = match next {
+            retry::Next::RetryAt(at) => format!(
+                "retrying at {}",
+                at.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+            retry::Next::GiveUp(State::Expired) => format!(
+                "expired: not delivered within retry_for ({}) of its scheduled time; giving up",
+                humantime::format_duration(delivery.retry_for)
+            ),
+            retry::Next::GiveUp(_) => "failed permanently; not retrying".to_owned(),
+        };
+        log_failure(
+            &self.rt,
+            &job,
+            key.scheduled_at,
+            message_id.as_deref(),
+            &err,
+            attempt,
+            &then,
         );
-        inflight.abort_all();
+        let class_name = class.name();
+        let result = match next {
+            retry::Next::RetryAt(at) => {
+                self.retries.push(Reverse((at, key.clone())));
+                blocking(&self.ledger, move |l| {
+                    l.retry_later(&key, class_name, &reply, at, now)
+                })
+                .await
+            }
+            retry::Next::GiveUp(state) => {
+                blocking(&self.ledger, move |l| {
+                    l.give_up(&key, state, class_name, &reply, now)
+                })
+                .await
+            }
+        };
+        if let Err(e) = result {
+            error!(error = %e, "recording the failure in the ledger failed");
+        }
     }
 }

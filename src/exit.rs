@@ -16,6 +16,8 @@ pub enum Exit {
     Unavailable,
     /// 70 `EX_SOFTWARE`: a bug or an unexpected local failure.
     Software,
+    /// 73 `EX_CANTCREAT`: the state directory or the ledger cannot be created or opened.
+    CantCreate,
     /// 74 `EX_IOERR`: a local file could not be written (the outbox, the state directory).
     Io,
     /// 75 `EX_TEMPFAIL`: a transient failure (4xx, timeout); trying later may work.
@@ -34,6 +36,7 @@ impl Exit {
             Exit::Rejected => 65,
             Exit::Unavailable => 69,
             Exit::Software => 70,
+            Exit::CantCreate => 73,
             Exit::Io => 74,
             Exit::TempFail => 75,
             Exit::NoPerm => 77,

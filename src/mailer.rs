@@ -32,6 +32,9 @@ use crate::message::Outgoing;
 /// concurrent submissions per mailbox, and more buys nothing for a reminder daemon.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
 
+/// How long the background QUIT after an accepted message may take.
+const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What kind of failure a send met, which decides retrying, the exit code and the hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
@@ -293,15 +296,18 @@ impl SmtpMailer {
     /// Sends one message, bounded by `timeout` for the whole transaction.
     pub async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
         let started = Instant::now();
-        let _permit = self.permits.acquire().await.map_err(|_| SendError {
-            class: ErrorClass::Local,
-            phase: Phase::Connect,
-            code: None,
-            reply: None,
-            detail: "the mailer is shutting down".to_owned(),
-            hint: None,
-        })?;
-        let result = match tokio::time::timeout(self.config.timeout, self.transaction(out)).await {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| SendError {
+                class: ErrorClass::Local,
+                phase: Phase::Connect,
+                code: None,
+                reply: None,
+                detail: "the mailer is shutting down".to_owned(),
+                hint: None,
+            })?;
+        let result = match tokio::time::timeout(self.config.timeout, self.transaction(out, permit)).await {
             Ok(r) => r,
             Err(_) => Err(SendError {
                 class: ErrorClass::Timeout,
@@ -377,7 +383,11 @@ impl SmtpMailer {
         Ok(conn)
     }
 
-    async fn transaction(&self, out: &Outgoing) -> Result<Response, SendError> {
+    async fn transaction(
+        &self,
+        out: &Outgoing,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<Response, SendError> {
         let mut conn = self.open().await?;
         let envelope = &out.envelope;
 
@@ -417,8 +427,14 @@ impl SmtpMailer {
             .message(&out.bytes)
             .await
             .map_err(|e| self.classify(Phase::Data, &e))?;
-        // The message is accepted; a failing QUIT changes nothing.
-        let _ = conn.quit().await;
+        // The message is accepted. QUIT in the background, so the caller can record the
+        // delivery at once: the window in which a crash causes a resend is the time from
+        // this reply to the ledger's commit, and a QUIT round trip need not be in it. The
+        // connection permit stays held until the QUIT is done.
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
+        });
         Ok(response)
     }
 

@@ -72,14 +72,14 @@ impl TemplateError {
             let _ = write!(message, ": {detail}");
         }
         // A strict-undefined error names no variable; point at the source line instead.
-        if e.kind() == ErrorKind::UndefinedError {
-            if let Some(src) = e.template_source().zip(e.range()) {
-                let expr = src.0.get(src.1).unwrap_or_default();
-                let _ = write!(
-                    message,
-                    " `{expr}` (available: job, scheduled_at, date, time, weekday, vars.*)"
-                );
-            }
+        if e.kind() == ErrorKind::UndefinedError
+            && let Some(src) = e.template_source().zip(e.range())
+        {
+            let expr = src.0.get(src.1).unwrap_or_default();
+            let _ = write!(
+                message,
+                " `{expr}` (available: job, scheduled_at, date, time, weekday, vars.*)"
+            );
         }
         if let Some(source) = std::error::Error::source(e) {
             let _ = write!(message, ": {source}");

@@ -40,13 +40,12 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(r) = io
                 .get_ref()
                 .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-            {
-                return Some(r);
-            }
+        {
+            return Some(r);
         }
         cur = err.source();
     }

@@ -4,6 +4,8 @@
 //! SMTP tests need Python's aiosmtpd; `./scripts/test` installs it into `.venv`.
 
 mod cli;
+mod delivery;
+mod ledger;
 mod schedule;
 mod smtp;
 mod support;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cronmail::clock::{Clock, TokioClock};
 use cronmail::config::{self, Config, Host};
-use cronmail::daemon::{Control, Fire, timer_loop};
+use cronmail::daemon::{Control, Fire, TimerEvent, timer_loop};
 use cronmail::timer::{Decision, SkipReason, Timer};
 use tokio::sync::mpsc;
 
@@ -20,6 +20,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 fn config(jobs: &str) -> Config {
     let text = format!("from = \"bot@example.com\"\ntimezone = \"UTC\"\n[outbox]\n{jobs}");
     let host = Host {
+        state_directory: None,
         now: utc("2026-01-01T00:00:00Z"),
         default_tz: Ok(chrono_tz::UTC),
     };
@@ -68,7 +69,11 @@ async fn run_loop(
         timer,
         &*clock,
         &mut rx,
-        |f| fires.borrow_mut().push(f),
+        |e| {
+            if let TimerEvent::Fire(f) = e {
+                fires.borrow_mut().push(f);
+            }
+        },
         async |_| None,
     );
     tokio::join!(looping, driver);

@@ -319,3 +319,144 @@ pub fn stderr(o: &Output) -> String {
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// A running `cronmail run`, its stderr captured in a file. Killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Self {
+        let log = config.with_file_name(format!(
+            "daemon-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronmail"));
+        cmd.arg("--config")
+            .arg(config)
+            .arg("run")
+            .env_remove("CRONMAIL_LOG")
+            .env_remove("NOTIFY_SOCKET")
+            .env("TZ", "UTC");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.stdout(Stdio::null()).stderr(file).spawn().unwrap();
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.as_ref().unwrap().id()).unwrap()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY-free: libc::kill on our own child's pid.
+        assert_eq!(unsafe_kill(self.pid(), sig), 0);
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` `count` times.
+    #[track_caller]
+    pub fn wait_log(&self, needle: &str, count: usize, timeout: std::time::Duration) {
+        let ok = wait_until(timeout, || self.log_text().matches(needle).count() >= count);
+        assert!(
+            ok,
+            "timed out waiting for {count}x {needle:?} in the log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn stop(self) -> std::process::ExitStatus {
+        self.signal(libc_sigterm());
+        self.wait()
+    }
+
+    /// The exit status, once the process ends by itself.
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: i32) -> i32 {
+    // The test crate forbids no unsafe, but keep it in one place.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid, sig)
+    }
+}
+
+pub fn libc_sigterm() -> i32 {
+    libc::SIGTERM
+}
+
+pub fn libc_sighup() -> i32 {
+    libc::SIGHUP
+}
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    cond()
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The ledger of a state directory, opened read-write without the lock.
+pub fn ledger(state_dir: &Path) -> cronmail::ledger::SqliteLedger {
+    cronmail::ledger::SqliteLedger::open_at(&state_dir.join("ledger.sqlite3")).unwrap()
+}
+
+/// Message-IDs the server received, in order.
+pub fn received_ids(server: &SmtpServer) -> Vec<String> {
+    server
+        .messages()
+        .iter()
+        .filter_map(|m| {
+            m.data.lines().find_map(|l| {
+                l.strip_prefix("Message-ID: <")
+                    .map(|r| r.trim_end_matches('>').to_owned())
+            })
+        })
+        .collect()
+}

@@ -9,6 +9,9 @@ message byte arrived), and writes each accepted message to <out>/msg-N.json.
 """
 
 import asyncio
+import warnings
+
+warnings.filterwarnings("ignore")
 import base64
 import json
 import os

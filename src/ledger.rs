@@ -1,0 +1,502 @@
+//! What was sent, durably. The only module that writes state.
+//!
+//! Every occurrence `(job, scheduled instant)` is claimed with a unique key **before**
+//! any send, and moves through `pending -> sending -> sent | failed | expired`; missed
+//! occurrences that the catch-up policy drops are recorded as `skipped`. A sent
+//! occurrence is never sent again.
+//!
+//! The one window that cannot be closed: the server accepted the message (its reply to
+//! DATA) and the process died before the ledger recorded `sent`. At the next start the
+//! row is still `sending`, and the occurrence is sent again with the same Message-ID,
+//! so the recipient's mail client can tell it is a duplicate.
+//!
+//! The interface is the `Ledger` trait, kept small so a second backend (`PostgreSQL`,
+//! for several nodes) can pass the same test suite. `SqliteLedger` is the embedded one:
+//! WAL, `synchronous=FULL` (a commit survives a power cut), schema versioned with
+//! `PRAGMA user_version` and migrated forward at open.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// The unique key of one occurrence.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub job: String,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Expired,
+    Skipped,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Expired => "expired",
+            State::Skipped => "skipped",
+        }
+    }
+
+    fn parse(s: &str) -> State {
+        match s {
+            "sending" => State::Sending,
+            "sent" => State::Sent,
+            "failed" => State::Failed,
+            "expired" => State::Expired,
+            "skipped" => State::Skipped,
+            _ => State::Pending,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One occurrence as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Key,
+    pub state: State,
+    pub message_id: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error_class: Option<String>,
+    pub last_reply: Option<String>,
+    /// The server's reply to the accepted message, or why it was skipped.
+    pub final_reply: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Per job, for `cronmail status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSummary {
+    pub last_sent: Option<(DateTime<Utc>, String)>,
+    pub last_failure: Option<(DateTime<Utc>, String, String)>,
+    pub pending: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the state directory `{path}`: {error}")]
+    Dir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "another `cronmail run` is using the state directory `{0}` (its lock file is held); stop it first, or give this one another `state_dir`"
+    )]
+    Locked(PathBuf),
+    #[error("the ledger `{path}`: {error}")]
+    Sql {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    #[error(
+        "the ledger `{path}` has schema version {found}, newer than this cronmail knows ({known}); upgrade cronmail"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+}
+
+/// The durable record of occurrences. Every method is one transaction.
+pub trait Ledger: Send + Sync {
+    /// Claims occurrences before any send. Returns, for each, whether it was new: an
+    /// occurrence already in the ledger (in any state) must not be started again here.
+    fn claim(&self, items: &[(Key, String)], now: DateTime<Utc>) -> Result<Vec<bool>, LedgerError>;
+    /// Records an occurrence dropped by the catch-up policy (if not already known).
+    fn skip(
+        &self,
+        key: &Key,
+        message_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// `sending`, one more attempt. Returns the attempt number.
+    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<u32, LedgerError>;
+    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError>;
+    /// Back to `pending`, to be tried at `next_at`.
+    fn retry_later(
+        &self,
+        key: &Key,
+        class: &str,
+        reply: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// A final failure: `failed` or `expired`.
+    fn give_up(
+        &self,
+        key: &Key,
+        state: State,
+        class: &str,
+        reply: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// `pending` and `sending` occurrences, oldest first: the queue to resume at start-up.
+    fn unfinished(&self) -> Result<Vec<Record>, LedgerError>;
+    /// The latest occurrence of each job in any state: where catch-up starts.
+    fn last_handled(&self) -> Result<HashMap<String, DateTime<Utc>>, LedgerError>;
+    fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError>;
+    fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError>;
+    fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError>;
+}
+
+/// Schema migrations: entry `i` takes `user_version` from `i` to `i + 1`. Released
+/// versions are never edited; each has a fixture in `tests/fixtures/` that must open.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE occurrences (
+        job TEXT NOT NULL,
+        scheduled_at INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending','sending','sent','failed','expired','skipped')),
+        message_id TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_error_class TEXT,
+        last_reply TEXT,
+        final_reply TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (job, scheduled_at)
+    ) WITHOUT ROWID;
+    CREATE INDEX occurrences_unfinished ON occurrences (state) WHERE state IN ('pending', 'sending');",
+];
+
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// The embedded ledger: `<state_dir>/ledger.sqlite3`.
+pub struct SqliteLedger {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+    /// Held for the process's lifetime by `open_exclusive`; never read.
+    lock: Option<File>,
+}
+
+fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp()
+}
+
+fn from_ts(s: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(s, 0).unwrap_or_default()
+}
+
+impl SqliteLedger {
+    /// Opens (creating if needed) the ledger in `state_dir`, and takes the lock that
+    /// keeps a second `cronmail run` away.
+    pub fn open_exclusive(state_dir: &Path) -> Result<Self, LedgerError> {
+        std::fs::create_dir_all(state_dir).map_err(|error| LedgerError::Dir {
+            path: state_dir.to_path_buf(),
+            error,
+        })?;
+        let lock_path = state_dir.join("cronmail.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|error| LedgerError::Dir {
+                path: lock_path.clone(),
+                error,
+            })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked(state_dir.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(LedgerError::Dir {
+                    path: lock_path,
+                    error,
+                });
+            }
+        }
+        let mut ledger = Self::open_at(&state_dir.join("ledger.sqlite3"))?;
+        ledger.lock = Some(lock);
+        Ok(ledger)
+    }
+
+    /// Opens the ledger file itself without the lock: for `status` and `history`, which
+    /// read while a daemon runs, and for tests.
+    pub fn open_at(path: &Path) -> Result<Self, LedgerError> {
+        let sql = |error| LedgerError::Sql {
+            path: path.to_path_buf(),
+            error,
+        };
+        let mut conn = Connection::open(path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(sql)?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql)?;
+        if version > SCHEMA_VERSION {
+            return Err(LedgerError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        for (i, step) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(version).unwrap_or(0))
+        {
+            let tx = conn.transaction().map_err(sql)?;
+            tx.execute_batch(step).map_err(sql)?;
+            tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
+            tx.commit().map_err(sql)?;
+        }
+        Ok(SqliteLedger {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            lock: None,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, LedgerError> {
+        let mut conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|error| LedgerError::Sql {
+            path: self.path.clone(),
+            error,
+        })
+    }
+}
+
+const RECORD_COLUMNS: &str = "job, scheduled_at, state, message_id, attempts, next_attempt_at, last_error_class, last_reply, final_reply, updated_at";
+
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
+    Ok(Record {
+        key: Key {
+            job: r.get(0)?,
+            scheduled_at: from_ts(r.get(1)?),
+        },
+        state: State::parse(&r.get::<_, String>(2)?),
+        message_id: r.get(3)?,
+        attempts: r.get(4)?,
+        next_attempt_at: r.get::<_, Option<i64>>(5)?.map(from_ts),
+        last_error_class: r.get(6)?,
+        last_reply: r.get(7)?,
+        final_reply: r.get(8)?,
+        updated_at: from_ts(r.get(9)?),
+    })
+}
+
+impl Ledger for SqliteLedger {
+    fn claim(&self, items: &[(Key, String)], now: DateTime<Utc>) -> Result<Vec<bool>, LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(items.len());
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO occurrences (job, scheduled_at, state, message_id, created_at, updated_at)
+                     VALUES (?1, ?2, 'pending', ?3, ?4, ?4) ON CONFLICT DO NOTHING",
+                )?;
+                for (key, message_id) in items {
+                    out.push(stmt.execute(params![key.job, ts(key.scheduled_at), message_id, ts(now)])? == 1);
+                }
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    fn skip(
+        &self,
+        key: &Key,
+        message_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO occurrences (job, scheduled_at, state, message_id, final_reply, created_at, updated_at)
+                 VALUES (?1, ?2, 'skipped', ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
+                params![key.job, ts(key.scheduled_at), message_id, reason, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<u32, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                "UPDATE occurrences SET state = 'sending', attempts = attempts + 1, updated_at = ?3
+                 WHERE job = ?1 AND scheduled_at = ?2 RETURNING attempts",
+                params![key.job, ts(key.scheduled_at), ts(now)],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE occurrences SET state = 'sent', final_reply = ?3, next_attempt_at = NULL, updated_at = ?4
+                 WHERE job = ?1 AND scheduled_at = ?2",
+                params![key.job, ts(key.scheduled_at), reply, ts(now)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn retry_later(
+        &self,
+        key: &Key,
+        class: &str,
+        reply: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE occurrences SET state = 'pending', last_error_class = ?3, last_reply = ?4,
+                 next_attempt_at = ?5, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
+                params![
+                    key.job,
+                    ts(key.scheduled_at),
+                    class,
+                    reply,
+                    ts(next_at),
+                    ts(now)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn give_up(
+        &self,
+        key: &Key,
+        state: State,
+        class: &str,
+        reply: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE occurrences SET state = ?3, last_error_class = ?4, last_reply = ?5,
+                 next_attempt_at = NULL, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
+                params![
+                    key.job,
+                    ts(key.scheduled_at),
+                    state.name(),
+                    class,
+                    reply,
+                    ts(now)
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn unfinished(&self) -> Result<Vec<Record>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM occurrences WHERE state IN ('pending', 'sending') ORDER BY scheduled_at, job"
+            ))?;
+            stmt.query_map([], record)?.collect()
+        })
+    }
+
+    fn last_handled(&self) -> Result<HashMap<String, DateTime<Utc>>, LedgerError> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT job, MAX(scheduled_at) FROM occurrences GROUP BY job")?;
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
+                .collect()
+        })
+    }
+
+    fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RECORD_COLUMNS} FROM occurrences WHERE ?1 IS NULL OR job = ?1
+                 ORDER BY scheduled_at DESC, job LIMIT ?2"
+            ))?;
+            stmt.query_map(
+                params![job, i64::try_from(limit).unwrap_or(i64::MAX)],
+                record,
+            )?
+            .collect()
+        })
+    }
+
+    fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError> {
+        self.with(|c| {
+            let mut out: HashMap<String, JobSummary> = HashMap::new();
+            let mut stmt = c.prepare(
+                "SELECT job, scheduled_at, message_id FROM occurrences o WHERE state = 'sent'
+                 AND scheduled_at = (SELECT MAX(scheduled_at) FROM occurrences WHERE job = o.job AND state = 'sent')",
+            )?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?), r.get::<_, String>(2)?)))? {
+                let (job, at, id) = row?;
+                out.entry(job).or_default().last_sent = Some((at, id));
+            }
+            let mut stmt = c.prepare(
+                "SELECT job, updated_at, COALESCE(last_error_class, ''), COALESCE(last_reply, '') FROM occurrences o
+                 WHERE last_error_class IS NOT NULL AND updated_at = (SELECT MAX(updated_at) FROM occurrences
+                 WHERE job = o.job AND last_error_class IS NOT NULL) GROUP BY job",
+            )?;
+            for row in stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?), r.get::<_, String>(2)?, r.get::<_, String>(3)?))
+            })? {
+                let (job, at, class, reply) = row?;
+                out.entry(job).or_default().last_failure = Some((at, class, reply));
+            }
+            let mut stmt = c.prepare("SELECT job, COUNT(*) FROM occurrences WHERE state IN ('pending', 'sending') GROUP BY job")?;
+            for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?)))? {
+                let (job, n) = row?;
+                out.entry(job).or_default().pending = n;
+            }
+            Ok(out)
+        })
+    }
+
+    fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {RECORD_COLUMNS} FROM occurrences WHERE job = ?1 AND scheduled_at = ?2"
+                ),
+                params![key.job, ts(key.scheduled_at)],
+                record,
+            )
+            .optional()
+        })
+    }
+}
