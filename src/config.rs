@@ -809,9 +809,15 @@ impl Cx<'_> {
             raw.password_command
                 .as_ref()
                 .map(|s| (s.span(), SecretSource::Command(s.get_ref().clone()))),
-            raw.password_credential
-                .as_ref()
-                .map(|s| (s.span(), SecretSource::Credential(s.get_ref().clone()))),
+            raw.password_credential.as_ref().map(|s| {
+                (
+                    s.span(),
+                    SecretSource::Credential {
+                        name: s.get_ref().clone(),
+                        beside_config: self.resolve(s.get_ref()),
+                    },
+                )
+            }),
         ]
         .into_iter()
         .flatten()
@@ -837,7 +843,7 @@ impl Cx<'_> {
                 "`password_command` must name a program, e.g. [\"pass\", \"show\", \"smtp\"]",
             );
         }
-        if let Some((span, SecretSource::Credential(name))) = sources.first()
+        if let Some((span, SecretSource::Credential { name, .. })) = sources.first()
             && (name.is_empty() || name.contains('/'))
         {
             self.at(

@@ -3,6 +3,8 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::cli::LogFormat;
 
@@ -31,6 +33,22 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
     let filter =
         EnvFilter::try_new(&spec).map_err(|e| format!("invalid log level `{spec}`: {e}"))?;
     let journal = stderr_is_journal();
+    if journal && format == LogFormat::Text {
+        // Straight to journald, with every field its own journal field (JOB=,
+        // OCCURRENCE=, MESSAGE_ID=, SMTP_CODE=, CLASS=, ...), so that
+        // `journalctl -u cronmail JOB=weekly-report` works. Not also to stderr, which
+        // is the journal too.
+        if let Ok(layer) = tracing_journald::layer() {
+            let layer = layer
+                .with_field_prefix(None)
+                .with_syslog_identifier("cronmail".to_owned());
+            return tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init()
+                .map_err(|e| e.to_string());
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

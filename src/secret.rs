@@ -23,8 +23,13 @@ pub enum SecretSource {
     Env(String),
     File(PathBuf),
     Command(Vec<String>),
-    /// A systemd credential name, read from `$CREDENTIALS_DIRECTORY/<name>`.
-    Credential(String),
+    /// A systemd credential: `$CREDENTIALS_DIRECTORY/<name>` under systemd. Run by hand
+    /// (`cronmail check`, `send`), the file of that name beside jobs.toml, which is
+    /// where the shipped unit's `LoadCredential=` takes it from.
+    Credential {
+        name: String,
+        beside_config: PathBuf,
+    },
 }
 
 impl fmt::Debug for SecretSource {
@@ -39,7 +44,7 @@ impl fmt::Display for SecretSource {
             SecretSource::Env(name) => write!(f, "environment variable `{name}`"),
             SecretSource::File(path) => write!(f, "file `{}`", path.display()),
             SecretSource::Command(argv) => write!(f, "command `{}`", argv.join(" ")),
-            SecretSource::Credential(name) => write!(f, "systemd credential `{name}`"),
+            SecretSource::Credential { name, .. } => write!(f, "systemd credential `{name}`"),
         }
     }
 }
@@ -58,7 +63,7 @@ pub enum SecretError {
     #[error("{source_desc} is not valid UTF-8")]
     NotUtf8 { source_desc: String },
     #[error(
-        "{source_desc} needs $CREDENTIALS_DIRECTORY, which is set only when systemd starts cronmail with LoadCredential="
+        "{source_desc} is not there: $CREDENTIALS_DIRECTORY is set only when systemd starts cronmail with LoadCredential=, and outside systemd the file of that name beside jobs.toml is read"
     )]
     NoCredentialsDirectory { source_desc: String },
     #[error("running {source_desc}: {error}")]
@@ -91,12 +96,28 @@ impl SecretSource {
                 }
             },
             SecretSource::File(path) => read_file(path.clone(), &source_desc).await?,
-            SecretSource::Credential(name) => {
-                let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else {
-                    return Err(SecretError::NoCredentialsDirectory { source_desc });
-                };
-                read_file(PathBuf::from(dir).join(name), &source_desc).await?
-            }
+            SecretSource::Credential {
+                name,
+                beside_config,
+            } => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                Some(dir) => read_file(PathBuf::from(dir).join(name), &source_desc).await?,
+                None => read_file(
+                    beside_config.clone(),
+                    &format!(
+                        "{source_desc} (outside systemd: `{}`)",
+                        beside_config.display()
+                    ),
+                )
+                .await
+                .map_err(|e| match e {
+                    SecretError::Read { source_desc, error }
+                        if error.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        SecretError::NoCredentialsDirectory { source_desc }
+                    }
+                    other => other,
+                })?,
+            },
             SecretSource::Command(argv) => run_command(argv, &source_desc).await?,
         };
         if value.is_empty() {

@@ -358,3 +358,42 @@ fn send_to_the_outbox_writes_the_rendered_message() {
     assert!(text.contains("To: Team <team@example.com>"), "{text}");
     assert!(!text.contains("hidden@example.com"), "{text}");
 }
+
+#[test]
+fn a_systemd_credential_is_read_from_credentials_directory_or_beside_jobs_toml() {
+    let cfg = ConfigDir::new(&format!(
+        "{FROM}[smtp]\nhost = \"smtp.example.com\"\nusername = \"me\"\npassword_credential = \"smtp-password\"\n{JOB}"
+    ));
+    // By hand (no $CREDENTIALS_DIRECTORY) and no file beside jobs.toml: a clear error.
+    let out = cronmail(&cfg.path, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("$CREDENTIALS_DIRECTORY is set only when systemd starts cronmail"),
+        "{}",
+        stderr(&out)
+    );
+    // By hand, with the file beside jobs.toml, where the shipped unit takes it from.
+    std::fs::write(cfg.dir.path().join("smtp-password"), "pw\n").unwrap();
+    let out = cronmail(&cfg.path, &["check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Under systemd: $CREDENTIALS_DIRECTORY wins.
+    let creds = tempfile::tempdir().unwrap();
+    let out = cronmail(
+        &cfg.path,
+        &["check"],
+        &[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())],
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    std::fs::write(creds.path().join("smtp-password"), "pw\n").unwrap();
+    let out = cronmail(
+        &cfg.path,
+        &["check"],
+        &[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("password: readable from systemd credential `smtp-password`"),
+        "{}",
+        stdout(&out)
+    );
+}
