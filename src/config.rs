@@ -140,6 +140,9 @@ pub struct SmtpConfig {
     /// Extra trusted roots, DER-encoded, read from `ca_file` at load time.
     pub extra_roots: Vec<Vec<u8>>,
     pub ca_file: Option<PathBuf>,
+    /// `tls_fingerprint`: the SHA-256 of the server's certificate (DER). With a pin,
+    /// that certificate is trusted exactly, self-signed or not, and no other is.
+    pub tls_fingerprint: Option<[u8; 32]>,
     pub timeout: Duration,
 }
 
@@ -295,6 +298,7 @@ struct RawSmtp {
     password_command: Option<Spanned<Vec<String>>>,
     password_credential: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
+    tls_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
 }
 
@@ -893,6 +897,24 @@ impl Cx<'_> {
             },
         };
 
+        let tls_fingerprint =
+            raw.tls_fingerprint
+                .as_ref()
+                .and_then(|f| match parse_fingerprint(f.get_ref()) {
+                    Ok(fp) => Some(fp),
+                    Err(e) => {
+                        self.at(Some(f.span()), None, e);
+                        None
+                    }
+                });
+        if let (Some(f), Some(TlsMode::None)) = (&raw.tls_fingerprint, tls) {
+            self.at(
+                Some(f.span()),
+                None,
+                "`tls_fingerprint` needs TLS; `tls = \"none\"` has none",
+            );
+        }
+
         let timeout = match &raw.timeout {
             Some(t) => self.duration(t, "timeout"),
             None => Some(DEFAULT_TIMEOUT),
@@ -910,6 +932,7 @@ impl Cx<'_> {
             password: sources.into_iter().next().map(|(_, s)| s),
             extra_roots,
             ca_file: ca_file.map(|(_, p)| p),
+            tls_fingerprint,
             timeout: timeout?,
         })
     }
@@ -1165,6 +1188,31 @@ pub fn header_control(s: &str) -> Option<&'static str> {
         c if c.is_control() && c != '\t' => Some("a control character"),
         _ => None,
     })
+}
+
+/// `sha256:HEX` (64 hex digits, colons optional, any case), as `check --smtp` prints it.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let bad = || {
+        format!(
+            "`tls_fingerprint`: `{s}` is not `sha256:` and 64 hex digits (the certificate's SHA-256, as `cronmail check --smtp` prints it)"
+        )
+    };
+    let hex: String = s
+        .trim()
+        .strip_prefix("sha256:")
+        .ok_or_else(bad)?
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 fn is_loopback(host: &str) -> bool {

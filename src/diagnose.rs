@@ -146,12 +146,19 @@ fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
             cfg.host, cfg.port
         );
     }
+    if d.contains("does not match `tls_fingerprint`") {
+        return "the server presents another certificate than the pinned one. If it renewed its \
+                certificate, check the new one out of band, then put the fingerprint `cronmail check --smtp` \
+                prints in `tls_fingerprint`; otherwise the connection may be intercepted"
+            .to_owned();
+    }
     if err.phase == Phase::Starttls && err.code.is_some() {
         return "the server refused STARTTLS; nothing was sent. Try again later, or ask the server's operator".to_owned();
     }
     if d.contains("not trusted") || d.contains("unknown issuer") {
         return "if the server uses a private certificate authority, add its certificate in PEM form with \
-                `ca_file`; cronmail never skips verification"
+                `ca_file`; for a self-signed certificate, pin it with `tls_fingerprint = \"sha256:...\"` \
+                (`cronmail check --smtp` prints it). cronmail never skips verification"
             .to_owned();
     }
     if d.contains("another host name") {
@@ -162,6 +169,12 @@ fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
     }
     if d.contains("expired") {
         return "the server's operator must renew its certificate".to_owned();
+    }
+    if d.contains("TLS 1.2 and 1.3 only") || d.contains("no TLS version or cipher") {
+        return "the server's TLS is too old or incompatible: cronmail speaks TLS 1.2 and 1.3 only, as \
+                current providers require (Microsoft refuses TLS 1.0/1.1 with 421 4.7.66). Ask the server's \
+                operator to enable TLS 1.2; cronmail does not downgrade"
+            .to_owned();
     }
     if d.contains("InvalidContentType")
         || d.contains("wrong version")

@@ -273,6 +273,13 @@ impl SmtpMailer {
                 .map_err(|e| local_tls_error(&format!("`ca_file`: {e}")))?;
             builder = builder.add_root_certificate(cert);
         }
+        // With a pin, the chain and host name are not checked against roots: the pin is
+        // the trust. rustls still verifies the handshake signature with the presented
+        // certificate's key, and `open` compares that certificate to the pin before
+        // anything else is sent.
+        if config.tls_fingerprint.is_some() {
+            builder = builder.dangerous_accept_invalid_certs(true);
+        }
         let tls = builder
             .build_rustls()
             .map_err(|e| local_tls_error(&format!("setting up TLS: {e}")))?;
@@ -363,6 +370,25 @@ impl SmtpMailer {
                 "the connection is not encrypted; nothing was sent".to_owned(),
             ));
         }
+        if let Some(pin) = &cfg.tls_fingerprint {
+            let presented = conn
+                .peer_certificate()
+                .ok()
+                .map(|der| crate::tls::fingerprint(&der));
+            let expected = crate::tls::format_fingerprint(pin);
+            if presented.as_deref() != Some(expected.as_str()) {
+                conn.abort().await;
+                return Err(self.fail(
+                    ErrorClass::Tls,
+                    Phase::Starttls,
+                    None,
+                    format!(
+                        "the server's certificate fingerprint {} does not match `tls_fingerprint` {expected}; nothing was sent",
+                        presented.as_deref().unwrap_or("(none)")
+                    ),
+                ));
+            }
+        }
 
         if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
             let creds = Credentials::new(user.clone(), password.expose_secret().to_owned());
@@ -445,11 +471,21 @@ impl SmtpMailer {
             let tls = if cfg.tls == TlsMode::None {
                 None
             } else {
-                Some(
-                    crate::tls::inspect(cfg)
-                        .await
-                        .map_err(|e| self.fail(ErrorClass::Tls, Phase::Starttls, None, e))?,
-                )
+                match crate::tls::inspect(cfg, false).await {
+                    Ok(info) => Some(info),
+                    Err(e) => {
+                        // Show the fingerprint of a certificate that failed verification,
+                        // so the user can check it out of band and pin it.
+                        let mut detail = e;
+                        if let Ok(info) = crate::tls::inspect(cfg, true).await {
+                            detail = format!(
+                                "{detail}; the server presents `{}` issued by `{}`, expiring {}, fingerprint {}",
+                                info.subject, info.issuer, info.not_after, info.fingerprint
+                            );
+                        }
+                        return Err(self.fail(ErrorClass::Tls, Phase::Starttls, None, detail));
+                    }
+                }
             };
             let mut conn = self.open().await?;
             let greeting = conn.server_info().name().to_owned();

@@ -52,15 +52,38 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
     None
 }
 
+/// The connection was made, then the TLS handshake ended without a TLS error: the
+/// server hung up (often because it offers only TLS versions or ciphers we refuse).
+fn handshake_cut(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof
+                || io.to_string().contains("tls handshake")
+            {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pub fn is_tls_failure(e: &lettre::transport::smtp::Error) -> bool {
     e.is_tls()
         || rustls_error(e).is_some()
+        || handshake_cut(e)
         || crate::mailer::error_chain(e).contains("InvalidContentType")
 }
 
 /// A sentence naming why TLS failed.
 pub fn describe_failure(e: &lettre::transport::smtp::Error) -> String {
     let Some(r) = rustls_error(e) else {
+        if handshake_cut(e) {
+            return "the server ended the TLS handshake without completing it; it may offer only TLS \
+                    versions or ciphers cronmail refuses (TLS 1.2 and 1.3 only), or not speak TLS on this port"
+                .to_owned();
+        }
         return crate::mailer::error_chain(e);
     };
     describe_rustls(r)
@@ -105,13 +128,23 @@ fn root_store(cfg: &SmtpConfig) -> RootCertStore {
 
 /// Connects, does TLS (implicit, or after EHLO and STARTTLS) and reports the session.
 /// Verification is the same as for sending: system roots plus `ca_file`.
-pub async fn inspect(cfg: &SmtpConfig) -> Result<PeerInfo, String> {
+/// With `any_certificate`, no certificate is refused: only to show the fingerprint of
+/// one that failed verification, so the user can check it and pin it. Nothing is sent.
+pub async fn inspect(cfg: &SmtpConfig, any_certificate: bool) -> Result<PeerInfo, String> {
     install_crypto_provider();
-    let config = Arc::new(
+    let pinned = |pin| {
         ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
+            .with_no_client_auth()
+    };
+    let config = Arc::new(match (cfg.tls_fingerprint, any_certificate) {
+        (_, true) => pinned(None),
+        (Some(pin), false) => pinned(Some(pin)),
+        (None, false) => ClientConfig::builder()
             .with_root_certificates(root_store(cfg))
             .with_no_client_auth(),
-    );
+    });
     let name = ServerName::try_from(cfg.host.clone())
         .map_err(|e| format!("`{}` is not a valid host name: {e}", cfg.host))?;
     let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
@@ -166,11 +199,76 @@ pub async fn inspect(cfg: &SmtpConfig) -> Result<PeerInfo, String> {
     Ok(info)
 }
 
-/// `sha256:HEX` of a DER certificate, in msmtp's `tls_fingerprint` spirit.
+/// `sha256:HEX` of a DER certificate, in msmtp's `tls_fingerprint` syntax.
 pub fn fingerprint(der: &[u8]) -> String {
-    let digest = Sha256::digest(der);
+    format_fingerprint(&Sha256::digest(der).into())
+}
+
+/// `sha256:AB:CD:...`, the form `check --smtp` prints and `tls_fingerprint` accepts.
+pub fn format_fingerprint(digest: &[u8; 32]) -> String {
     let hex: Vec<String> = digest.iter().map(|b| format!("{b:02X}")).collect();
     format!("sha256:{}", hex.join(":"))
+}
+
+/// Trusts exactly the certificate whose SHA-256 is pinned (`tls_fingerprint`), and still
+/// verifies the handshake signature with its key. Without a pin it trusts any
+/// certificate: used only to read a fingerprint, never to send.
+#[derive(Debug)]
+struct PinVerifier {
+    pin: Option<[u8; 32]>,
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl PinVerifier {
+    fn new(pin: Option<[u8; 32]>) -> Self {
+        PinVerifier {
+            pin,
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for PinVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let digest: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        match self.pin {
+            Some(pin) if digest != pin => Err(rustls::Error::General(format!(
+                "the server's certificate fingerprint {} does not match `tls_fingerprint` {}",
+                format_fingerprint(&digest),
+                format_fingerprint(&pin)
+            ))),
+            _ => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 fn describe_certificate(der: &[u8]) -> PeerInfo {

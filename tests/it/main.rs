@@ -7,6 +7,7 @@ mod cli;
 mod delivery;
 mod ledger;
 mod schedule;
+mod security;
 mod smtp;
 mod support;
 mod timer;

@@ -78,6 +78,46 @@ impl Pki {
     }
 }
 
+impl Pki {
+    /// A self-signed certificate for `localhost` (no CA); `ca` is the certificate itself.
+    pub fn self_signed() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
+        let cert = params.self_signed(&key).unwrap();
+        let write = |name: &str, text: String| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        Pki {
+            ca: write("cert.pem", cert.pem()),
+            cert: dir.path().join("cert.pem"),
+            key: write("key.pem", key.serialize_pem()),
+            dir,
+        }
+    }
+
+    /// `sha256:AB:CD:...` of the server certificate.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let pem = std::fs::read(&self.cert).unwrap();
+        let der = rustls_pemfile::certs(&mut pem.as_slice())
+            .next()
+            .unwrap()
+            .unwrap();
+        let hex: Vec<String> = sha2::Sha256::digest(der.as_ref())
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        format!("sha256:{}", hex.join(":"))
+    }
+}
+
 /// A running aiosmtpd; killed on drop.
 pub struct SmtpServer {
     pub port: u16,
