@@ -57,12 +57,11 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
 fn handshake_cut(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io.kind() == std::io::ErrorKind::UnexpectedEof
-                || io.to_string().contains("tls handshake")
-            {
-                return true;
-            }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && (io.kind() == std::io::ErrorKind::UnexpectedEof
+                || io.to_string().contains("tls handshake"))
+        {
+            return true;
         }
         cur = err.source();
     }
