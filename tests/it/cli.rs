@@ -397,3 +397,90 @@ fn a_systemd_credential_is_read_from_credentials_directory_or_beside_jobs_toml()
         stdout(&out)
     );
 }
+
+#[test]
+fn status_and_history_read_the_ledger() {
+    use cronmail::ledger::{Key, Ledger as _};
+    let cfg = ConfigDir::new(&format!("{FROM}state_dir = \"state\"\n[outbox]\n{JOB}"));
+    let out = cronmail(&cfg.path, &["status"], &[]);
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("has not run with this `state_dir` yet"),
+        "{}",
+        stderr(&out)
+    );
+
+    let state = cfg.dir.path().join("state");
+    let l = cronmail::ledger::SqliteLedger::open_exclusive(&state).unwrap();
+    let t = |s: i64| chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+    let sent = Key {
+        job: "weekly".into(),
+        scheduled_at: t(0),
+    };
+    let failed = Key {
+        job: "weekly".into(),
+        scheduled_at: t(604_800),
+    };
+    l.claim(
+        &[
+            (sent.clone(), "weekly.1.a@example.com".into()),
+            (failed.clone(), "weekly.2.b@example.com".into()),
+        ],
+        t(0),
+    )
+    .unwrap();
+    l.start_attempt(&sent, t(0)).unwrap();
+    l.sent(&sent, "250 2.0.0 OK queued", t(1)).unwrap();
+    l.start_attempt(&failed, t(604_800)).unwrap();
+    l.give_up(
+        &failed,
+        cronmail::ledger::State::Failed,
+        "permanent",
+        "550 5.1.1 no such user",
+        t(604_801),
+    )
+    .unwrap();
+    drop(l);
+
+    let out = cronmail(&cfg.path, &["status"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("last sent:    2027-01-15T09:00:00+01:00 <weekly.1.a@example.com>"),
+        "{text}"
+    );
+    assert!(
+        text.contains("last failure: 2027-01-22T09:00:01+01:00 permanent: 550 5.1.1 no such user"),
+        "{text}"
+    );
+    assert!(text.contains("pending:      0"), "{text}");
+
+    let out = cronmail(
+        &cfg.path,
+        &["history", "--job", "weekly", "--limit", "1"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "2027-01-22T09:00:00+01:00\tweekly\tfailed\tattempts=1\t<weekly.2.b@example.com>\t550 5.1.1 no such user\n"
+    );
+}
+
+#[test]
+fn an_unreadable_password_file_is_a_clear_config_error() {
+    let cfg = ConfigDir::new(&format!(
+        "{FROM}[smtp]\nhost = \"smtp.example.com\"\nusername = \"me\"\npassword_file = \"pwdir\"\n{JOB}"
+    ));
+    std::fs::create_dir(cfg.dir.path().join("pwdir")).unwrap();
+    for cmd in [&["check"][..], &["send", "weekly"], &["run"]] {
+        let out = cronmail(&cfg.path, cmd, &[]);
+        assert_eq!(out.status.code(), Some(78), "{cmd:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("reading file"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+        assert!(!stderr(&out).contains("panicked"), "{cmd:?}");
+    }
+}
