@@ -383,14 +383,17 @@ fn open_ledger(config: &Config) -> Result<crate::ledger::SqliteLedger, Exit> {
     })
 }
 
+/// The config at `path` and its ledger, for the commands that read the ledger.
+fn config_and_ledger(path: &Path) -> Result<(Config, crate::ledger::SqliteLedger), Exit> {
+    let config = load_config(path)?;
+    let ledger = open_ledger(&config)?;
+    Ok((config, ledger))
+}
+
 fn status(path: &Path) -> Exit {
     use crate::ledger::Ledger as _;
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(exit) => return exit,
-    };
-    let ledger = match open_ledger(&config) {
-        Ok(l) => l,
+    let (config, ledger) = match config_and_ledger(path) {
+        Ok(v) => v,
         Err(exit) => return exit,
     };
     let summary = match ledger.summary() {
@@ -440,12 +443,8 @@ fn status(path: &Path) -> Exit {
 
 fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
     use crate::ledger::Ledger as _;
-    let config = match load_config(path) {
-        Ok(c) => c,
-        Err(exit) => return exit,
-    };
-    let ledger = match open_ledger(&config) {
-        Ok(l) => l,
+    let (config, ledger) = match config_and_ledger(path) {
+        Ok(v) => v,
         Err(exit) => return exit,
     };
     let records = match ledger.history(job, limit) {

@@ -587,7 +587,7 @@ impl Worker {
         for r in unfinished {
             let Some(job) = self.rt.config.job(&r.key.job) else {
                 warn!(job = %r.key.job, occurrence = %r.key.scheduled_at.to_rfc3339(), "not sent: the job is no longer in jobs.toml; recorded as skipped");
-                self.give_up_removed(r.key, &r.message_id).await;
+                self.give_up_removed(r.key).await;
                 continue;
             };
             if r.state == State::Sending {
@@ -609,9 +609,9 @@ impl Worker {
         }
     }
 
-    async fn give_up_removed(&mut self, key: Key, message_id: &str) {
+    /// Records an unfinished occurrence of a job no longer in jobs.toml as `skipped`.
+    async fn give_up_removed(&mut self, key: Key) {
         let now = self.clock.now();
-        let id = message_id.to_owned();
         let res = blocking(&self.ledger, move |l| {
             l.give_up(
                 &key,
@@ -619,9 +619,7 @@ impl Worker {
                 "removed",
                 "the job was removed from jobs.toml",
                 now,
-            )?;
-            let _ = id;
-            Ok(())
+            )
         })
         .await;
         if let Err(e) = res {
@@ -733,8 +731,7 @@ impl Worker {
             };
             if self.rt.config.job(&key.job).is_none() {
                 warn!(job = %key.job, occurrence = %key.scheduled_at.to_rfc3339(), "not sent: the job was removed from jobs.toml; recorded as skipped");
-                let id = String::new();
-                self.give_up_removed(key, &id).await;
+                self.give_up_removed(key).await;
                 continue;
             }
             self.start(key);
