@@ -135,6 +135,25 @@ async fn check(path: &Path, smtp: bool) -> Exit {
         }
         TransportConfig::Smtp(s) => {
             let _ = writeln!(out, "transport: smtp {}:{} tls={}", s.host, s.port, s.tls);
+            if let Some(src) = &s.token_command {
+                match src.read().await {
+                    Ok(token) => {
+                        let _ = writeln!(out, "token: {src} printed an access token");
+                        if crate::mailer::looks_like_app_password(
+                            secrecy::ExposeSecret::expose_secret(&token),
+                        ) {
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "warning: the token from {src} looks like an App Password (16 letters); XOAUTH2 needs an OAuth2 access token"
+                            );
+                        }
+                    }
+                    Err(e) => {
+                        print_error(&format!("the OAuth2 access token cannot be read: {e}"));
+                        return Exit::Config;
+                    }
+                }
+            }
             if let Some(src) = &s.password {
                 if let Some(warning) = permission_warning(src, path) {
                     let _ = writeln!(std::io::stderr(), "warning: {warning}");

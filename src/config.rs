@@ -128,6 +128,17 @@ impl TlsMode {
     }
 }
 
+/// How cronmail logs in (`auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// PLAIN, or LOGIN where the server offers only that (Microsoft).
+    Auto,
+    Plain,
+    Login,
+    /// An OAuth2 access token from `token_command`.
+    Xoauth2,
+}
+
 /// The validated `[smtp]` section.
 #[derive(Clone, Debug)]
 pub struct SmtpConfig {
@@ -137,6 +148,10 @@ pub struct SmtpConfig {
     pub tls: TlsMode,
     pub username: Option<String>,
     pub password: Option<SecretSource>,
+    pub auth: AuthMethod,
+    /// With `auth = "xoauth2"`: the command that prints a current access token, run for
+    /// each connection (tokens expire within the hour; the helper refreshes them).
+    pub token_command: Option<SecretSource>,
     /// Extra trusted roots, DER-encoded, read from `ca_file` at load time.
     pub extra_roots: Vec<Vec<u8>>,
     pub ca_file: Option<PathBuf>,
@@ -297,6 +312,8 @@ struct RawSmtp {
     password_file: Option<Spanned<String>>,
     password_command: Option<Spanned<Vec<String>>>,
     password_credential: Option<Spanned<String>>,
+    auth: Option<Spanned<String>>,
+    token_command: Option<Spanned<Vec<String>>>,
     ca_file: Option<Spanned<String>>,
     tls_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
@@ -857,7 +874,62 @@ impl Cx<'_> {
             );
         }
         let username = raw.username.as_ref().map(|u| u.get_ref().clone());
+        let auth = match raw.auth.as_ref().map(|a| (a.span(), a.get_ref().as_str())) {
+            None if raw.token_command.is_some() => AuthMethod::Xoauth2,
+            None => AuthMethod::Auto,
+            Some((_, "plain")) => AuthMethod::Plain,
+            Some((_, "login")) => AuthMethod::Login,
+            Some((_, "xoauth2")) => AuthMethod::Xoauth2,
+            Some((span, other)) => {
+                self.at(
+                    Some(span),
+                    None,
+                    format!("unknown `auth` `{other}`; expected `plain`, `login` or `xoauth2`"),
+                );
+                AuthMethod::Auto
+            }
+        };
+        let token_command = raw
+            .token_command
+            .as_ref()
+            .map(|t| (t.span(), SecretSource::Command(t.get_ref().clone())));
+        if auth == AuthMethod::Xoauth2 {
+            match (&token_command, sources.first()) {
+                (None, _) => {
+                    let span = raw.auth.as_ref().map(Spanned::span);
+                    self.at(span, None, "`auth = \"xoauth2\"` needs `token_command`, a command that prints an OAuth2 access token");
+                }
+                (Some(_), Some((span, _))) => {
+                    self.at(Some(span.clone()), None, "XOAUTH2 logs in with `token_command`, not a password; remove the password source");
+                }
+                (Some((span, SecretSource::Command(argv))), None)
+                    if argv.first().is_none_or(String::is_empty) =>
+                {
+                    self.at(
+                        Some(span.clone()),
+                        None,
+                        "`token_command` must name a program, e.g. [\"oauth-helper\", \"token\"]",
+                    );
+                }
+                _ => {}
+            }
+            if username.is_none() {
+                let span = raw.auth.as_ref().map(Spanned::span);
+                self.at(
+                    span,
+                    None,
+                    "XOAUTH2 needs `username` (the mailbox the token is for)",
+                );
+            }
+        } else if let Some((span, _)) = &token_command {
+            self.at(
+                Some(span.clone()),
+                None,
+                "`token_command` goes with `auth = \"xoauth2\"`",
+            );
+        }
         match (&username, sources.first()) {
+            (Some(_), None) if auth == AuthMethod::Xoauth2 => {}
             (Some(_), None) => {
                 let span = raw.username.as_ref().map(Spanned::span);
                 self.at(
@@ -930,6 +1002,8 @@ impl Cx<'_> {
             tls: tls?,
             username,
             password: sources.into_iter().next().map(|(_, s)| s),
+            auth,
+            token_command: token_command.map(|(_, s)| s),
             extra_roots,
             ca_file: ca_file.map(|(_, p)| p),
             tls_fingerprint,

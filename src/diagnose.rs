@@ -5,7 +5,7 @@
 //! `[HOST.PROD.OUTLOOK.COM ...]`. A provider's hint applies when the reply matches it,
 //! or when the host is that provider's and the reply is a generic auth failure.
 
-use crate::config::{SmtpConfig, TlsMode};
+use crate::config::{AuthMethod, SmtpConfig, TlsMode};
 use crate::mailer::{ErrorClass, Phase, SendError};
 use crate::provider::Provider;
 
@@ -43,11 +43,18 @@ pub fn hint(err: &SendError, cfg: &SmtpConfig) -> Option<String> {
 }
 
 fn credential_note(cfg: &SmtpConfig) -> String {
-    match (&cfg.username, &cfg.password) {
-        (Some(u), Some(src)) => format!(" (username `{u}`, password from {src})"),
+    match (&cfg.username, &cfg.password, &cfg.token_command) {
+        (Some(u), _, Some(src)) if cfg.auth == AuthMethod::Xoauth2 => {
+            format!(" (username `{u}`, XOAUTH2 token from {src})")
+        }
+        (Some(u), Some(src), _) => format!(" (username `{u}`, password from {src})"),
         _ => " (no `username` is configured)".to_owned(),
     }
 }
+
+/// What to write in `[smtp]` to switch to XOAUTH2.
+const XOAUTH2_EXAMPLE: &str = "in [smtp]: auth = \"xoauth2\" and token_command = [\"oauth-helper\", \"token\"] \
+    (a command that prints a current access token), in place of the password source";
 
 fn auth_hint(
     code: Option<u16>,
@@ -56,6 +63,19 @@ fn auth_hint(
     cfg: &SmtpConfig,
     credential: &str,
 ) -> String {
+    if cfg.auth == AuthMethod::Xoauth2 {
+        if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
+            return format!(
+                "SMTP AUTH is disabled for the whole Microsoft 365 tenant, even for OAuth2; an admin must \
+                 enable it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false){credential}"
+            );
+        }
+        return format!(
+            "the server refused the OAuth2 token. It may be expired or revoked (check that `token_command` \
+             prints a fresh one), issued for another account than `username`, or lack the scope \
+             (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){credential}"
+        );
+    }
     // Gmail: BadCredentials (535 5.7.8) and InvalidSecondFactor (534 5.7.9).
     if has("5.7.8") && (has("BadCredentials") || has("Username and Password not accepted"))
         || has("5.7.9") && has("Application-specific password required")
@@ -96,7 +116,10 @@ fn auth_hint(
         } else {
             Provider::Office365
         };
-        return format!("{}{credential}", who.credential_advice());
+        return format!(
+            "{}. To use XOAUTH2: {XOAUTH2_EXAMPLE}{credential}",
+            who.credential_advice()
+        );
     }
     if code == Some(504) && has("5.7.4") {
         return format!(

@@ -23,7 +23,7 @@ use lettre::transport::smtp::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
-use crate::config::{SmtpConfig, TlsMode, TransportConfig};
+use crate::config::{AuthMethod, SmtpConfig, TlsMode, TransportConfig};
 use crate::diagnose;
 use crate::exit::Exit;
 use crate::message::Outgoing;
@@ -390,12 +390,39 @@ impl SmtpMailer {
             }
         }
 
-        if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
+        if let (Some(user), AuthMethod::Xoauth2, Some(source)) =
+            (&cfg.username, cfg.auth, &cfg.token_command)
+        {
+            let token = source.read().await.map_err(|e| {
+                self.fail(
+                    ErrorClass::Auth,
+                    Phase::Auth,
+                    None,
+                    format!("getting the OAuth2 access token: {e}"),
+                )
+            })?;
+            if let Err(e) = xoauth2(&mut conn, user, &token).await {
+                conn.abort().await;
+                let mut err = self.classify(Phase::Auth, &e);
+                err.class = ErrorClass::Auth;
+                err.hint = diagnose::hint(&err, cfg);
+                if looks_like_app_password(token.expose_secret()) {
+                    err.hint = Some(format!(
+                        "the token from `token_command` looks like an App Password (16 letters), which works only \
+                         with `auth = \"plain\"` or `\"login\"`; XOAUTH2 needs an OAuth2 access token. {}",
+                        err.hint.unwrap_or_default()
+                    ));
+                }
+                return Err(err);
+            }
+        } else if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
             let creds = Credentials::new(user.clone(), password.expose_secret().to_owned());
-            if let Err(e) = conn
-                .auth(&[Mechanism::Plain, Mechanism::Login], &creds)
-                .await
-            {
+            let mechanisms: &[Mechanism] = match cfg.auth {
+                AuthMethod::Plain => &[Mechanism::Plain],
+                AuthMethod::Login => &[Mechanism::Login],
+                AuthMethod::Auto | AuthMethod::Xoauth2 => &[Mechanism::Plain, Mechanism::Login],
+            };
+            if let Err(e) = conn.auth(mechanisms, &creds).await {
                 conn.abort().await;
                 let mut err = self.classify(Phase::Auth, &e);
                 if err.code.is_none() && e.is_client() {
@@ -609,4 +636,38 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// `AUTH XOAUTH2` with the initial response `user=U^Aauth=Bearer T^A^A` (base64), as
+/// Google and Microsoft document it. On a bad token Google answers `334` with a base64
+/// JSON error and expects an empty line before its final `535`: that final reply is the
+/// one that explains, so it is read (lettre's own XOAUTH2 stops at the 334).
+async fn xoauth2(
+    conn: &mut AsyncSmtpConnection,
+    user: &str,
+    token: &SecretString,
+) -> Result<Response, lettre::transport::smtp::Error> {
+    use base64::Engine as _;
+    /// One raw command line. Its text holds the token: it is written to the socket only.
+    struct Line(String);
+    impl fmt::Display for Line {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{}\r\n", self.0)
+        }
+    }
+    let blob = base64::engine::general_purpose::STANDARD.encode(format!(
+        "user={user}\x01auth=Bearer {}\x01\x01",
+        token.expose_secret()
+    ));
+    let response = conn.command(Line(format!("AUTH XOAUTH2 {blob}"))).await?;
+    if response.has_code(334) {
+        return conn.command(Line(String::new())).await;
+    }
+    Ok(response)
+}
+
+/// Google's App Passwords are 16 lowercase letters, often shown in groups of four.
+pub fn looks_like_app_password(token: &str) -> bool {
+    let letters: String = token.chars().filter(|c| *c != ' ').collect();
+    letters.len() == 16 && letters.chars().all(|c| c.is_ascii_lowercase())
 }

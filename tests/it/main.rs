@@ -3,6 +3,7 @@
 //!
 //! SMTP tests need Python's aiosmtpd; `./scripts/test` installs it into `.venv`.
 
+mod auth;
 mod cli;
 mod delivery;
 mod ledger;

@@ -280,6 +280,19 @@ impl SmtpServer {
             .collect()
     }
 
+    /// Asserts that no MAIL, RCPT or DATA (and so no message) followed the login.
+    #[track_caller]
+    pub fn assert_nothing_sent_after_auth(&self) {
+        let cmds = self.commands();
+        for forbidden in ["MAIL", "RCPT", "DATA"] {
+            assert!(
+                !cmds.iter().any(|c| c == forbidden),
+                "the server received {forbidden}: {cmds:?}"
+            );
+        }
+        assert!(self.messages().is_empty(), "the server received a message");
+    }
+
     /// Asserts that the server never saw AUTH, MAIL, RCPT or DATA.
     #[track_caller]
     pub fn assert_nothing_sent(&self) {

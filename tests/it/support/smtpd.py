@@ -60,7 +60,23 @@ def main():
             return AuthResult(success=True)
         return AuthResult(success=False, handled=False, message=spec.get("auth_fail_reply"))
 
+    xoauth2 = spec.get("xoauth2")  # {"user": ..., "token": ...}
+
     class Handler:
+        async def auth_XOAUTH2(self, server, args):
+            """XOAUTH2 as Google documents it: base64 of user=U^Aauth=Bearer T^A^A.
+            A bad token gets 334 + base64 JSON, then, after the client's empty line,
+            the final failure reply."""
+            blob = base64.b64decode(args[1]).decode("utf-8", "replace") if len(args) > 1 else ""
+            log(cmd="XOAUTH2", arg=blob, tls=server.transport.get_extra_info("ssl_object") is not None)
+            if xoauth2 and blob == "user=%s\x01auth=Bearer %s\x01\x01" % (xoauth2["user"], xoauth2["token"]):
+                return AuthResult(success=True)
+            error = json.dumps({"status": "401", "schemes": "Bearer", "scope": "https://mail.google.com/"})
+            await server.push("334 " + base64.b64encode(error.encode()).decode())
+            line = await server._reader.readline()
+            log(cmd="XOAUTH2-CONTINUE", arg=line.decode("utf-8", "replace").strip())
+            return AuthResult(success=False, handled=False, message=spec.get("auth_fail_reply"))
+
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
             if spec.get("rcpt_reply"):
                 return spec["rcpt_reply"]
@@ -127,7 +143,7 @@ def main():
     kwargs = dict(
         hostname="cronmail-test",
         authenticator=authenticator if users else None,
-        auth_required=bool(users),
+        auth_required=bool(users) or bool(xoauth2),
         auth_require_tls=spec.get("auth_require_tls", False),
         decode_data=False,
     )
