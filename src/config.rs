@@ -135,7 +135,7 @@ pub enum AuthMethod {
     Auto,
     Plain,
     Login,
-    /// An OAuth2 access token from `token_command`.
+    /// An `OAuth2` access token from `token_command`.
     Xoauth2,
 }
 
@@ -171,7 +171,7 @@ impl SmtpConfig {
 /// Where messages go.
 #[derive(Clone, Debug)]
 pub enum TransportConfig {
-    Smtp(SmtpConfig),
+    Smtp(Box<SmtpConfig>),
     /// Each message is written as `<dir>/<message-id>.eml`.
     Outbox {
         dir: PathBuf,
@@ -521,7 +521,7 @@ impl Cx<'_> {
         };
 
         let transport = match (top.smtp, top.outbox) {
-            (Some(smtp), None) => self.smtp(smtp).map(TransportConfig::Smtp),
+            (Some(smtp), None) => self.smtp(smtp).map(|s| TransportConfig::Smtp(Box::new(s))),
             (None, Some(outbox)) => {
                 let dir = outbox
                     .into_inner()
