@@ -79,6 +79,14 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
             "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
         ));
     }
+    // croner accepts an empty list item (`,5` or `1,,2`) as a list that matches nothing,
+    // and then spends a second searching years for an occurrence; it is a typo, so say so.
+    // (Found by the `cron` fuzz target.)
+    for (i, field) in expr.split_whitespace().enumerate() {
+        if !field.starts_with('@') && field.split(',').any(str::is_empty) {
+            return Err(format!("field {} `{field}` has an empty item in its list", i + 1));
+        }
+    }
     CronParser::builder()
         .seconds(Seconds::Optional)
         .dom_and_dow(false)

@@ -193,6 +193,10 @@ fn bad_expressions_carry_crons_reason() {
     assert!(err.contains("out of bounds"), "{err}");
     let err = Schedule::parse("* * *", chrono_tz::UTC).unwrap_err();
     assert!(err.contains("found 3"), "{err}");
+    // Found by fuzzing: croner took `,` as a list matching nothing.
+    let err = Schedule::parse(", 4 * * *", chrono_tz::UTC).unwrap_err();
+    assert!(err.contains("field 1 `,` has an empty item"), "{err}");
+    assert!(Schedule::parse("0 1,,2 * * *", chrono_tz::UTC).is_err());
     let never = Schedule::parse("0 0 30 2 *", chrono_tz::UTC).unwrap();
     assert!(
         never
