@@ -28,9 +28,6 @@ use crate::diagnose;
 use crate::exit::Exit;
 use crate::message::Outgoing;
 
-/// Concurrent SMTP connections when nothing else is configured. Microsoft 365 allows 3
-/// concurrent submissions per mailbox, and more buys nothing for a reminder daemon.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 3;
 
 /// How long the background QUIT after an accepted message may take.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
