@@ -810,19 +810,18 @@ impl Worker {
             attempt,
             result,
         } = done;
-        let Some(job) = self.rt.config.job(&key.job).cloned() else {
+        let Err((message_id, err)) = result else {
+            // Already recorded as sent by the attempt itself.
+            self.held_logged.remove(&key);
+            if let Some(h) = &mut self.hold {
+                h.level = 0;
+            }
             return;
         };
-        let (message_id, err) = match result {
-            Ok(d) => {
-                self.held_logged.remove(&key);
-                if let Some(h) = &mut self.hold {
-                    h.level = 0;
-                }
-                let _ = d;
-                return;
-            }
-            Err(e) => e,
+        let Some(job) = self.rt.config.job(&key.job).cloned() else {
+            warn!(job = %key.job, occurrence = %key.scheduled_at.to_rfc3339(), "not sent: the job was removed from jobs.toml while this attempt ran; recorded as skipped");
+            self.give_up_removed(key).await;
+            return;
         };
         let (class, reply) = match &err {
             DeliverError::Send(e) => (e.class, e.reply.clone().unwrap_or_else(|| e.detail.clone())),

@@ -28,7 +28,6 @@ use crate::diagnose;
 use crate::exit::Exit;
 use crate::message::Outgoing;
 
-
 /// How long the background QUIT after an accepted message may take.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 

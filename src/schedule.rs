@@ -84,7 +84,10 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
     // (Found by the `cron` fuzz target.)
     for (i, field) in expr.split_whitespace().enumerate() {
         if !field.starts_with('@') && field.split(',').any(str::is_empty) {
-            return Err(format!("field {} `{field}` has an empty item in its list", i + 1));
+            return Err(format!(
+                "field {} `{field}` has an empty item in its list",
+                i + 1
+            ));
         }
     }
     CronParser::builder()
