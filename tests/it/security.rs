@@ -25,10 +25,7 @@ fn expired_certificate_is_refused_and_nothing_is_sent() {
         Some((past - time::Duration::days(60), past)),
     );
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = ConfigDir::new(&format!(
-        "{FROM}{}{JOB}",
-        smtp_section(&server, "starttls", Some(&pki.ca))
-    ));
+    let cfg = job_config(&server, "starttls", Some(&pki.ca));
     let out = send_with(&cfg);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(stderr(&out).contains("has expired"), "{}", stderr(&out));
@@ -45,10 +42,7 @@ fn a_server_offering_only_tls_1_0_or_1_1_is_refused_and_nothing_is_sent() {
             .set("min_tls", version)
             .set("max_tls", version)
             .start();
-        let cfg = ConfigDir::new(&format!(
-            "{FROM}{}{JOB}",
-            smtp_section(&server, "implicit", Some(&pki.ca))
-        ));
+        let cfg = job_config(&server, "implicit", Some(&pki.ca));
         let out = send_with(&cfg);
         assert_eq!(out.status.code(), Some(69), "{version}: {}", stderr(&out));
         assert!(

@@ -334,6 +334,11 @@ pub fn smtp_section(server: &SmtpServer, tls: &str, ca: Option<&Path>) -> String
     s
 }
 
+/// jobs.toml with `FROM`, `[smtp]` for `server` (see `smtp_section`) and `JOB`.
+pub fn job_config(server: &SmtpServer, tls: &str, ca: Option<&Path>) -> ConfigDir {
+    ConfigDir::new(&format!("{FROM}{}{JOB}", smtp_section(server, tls, ca)))
+}
+
 /// A job that never fires by itself (used with `cronmail send`).
 pub const JOB: &str = r#"
 [[job]]
