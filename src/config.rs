@@ -198,10 +198,6 @@ impl Job {
     pub fn tz(&self) -> Tz {
         self.schedule.tz()
     }
-
-    pub fn recipient_count(&self) -> usize {
-        self.to.len() + self.cc.len() + self.bcc.len()
-    }
 }
 
 /// A whole validated jobs.toml.

@@ -13,7 +13,7 @@ use std::fmt;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
@@ -139,7 +139,6 @@ impl std::error::Error for SendError {}
 pub struct Delivered {
     pub code: u16,
     pub reply: String,
-    pub elapsed: Duration,
 }
 
 /// Facts from `check --smtp`.
@@ -198,7 +197,6 @@ pub struct Outbox {
 
 impl Outbox {
     async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
-        let started = Instant::now();
         let dir = self.dir.clone();
         let name = format!("{}.eml", out.message_id.replace('/', "_"));
         let bytes = out.bytes.clone();
@@ -209,7 +207,6 @@ impl Outbox {
             Ok(Ok(())) => Ok(Delivered {
                 code: 250,
                 reply: format!("written to {}", path.display()),
-                elapsed: started.elapsed(),
             }),
             Ok(Err(e)) => Err(SendError {
                 class: ErrorClass::Local,
@@ -292,13 +289,8 @@ impl SmtpMailer {
         format!("{}:{}", self.config.host, self.config.port)
     }
 
-    pub fn config(&self) -> &SmtpConfig {
-        &self.config
-    }
-
     /// Sends one message, bounded by `timeout` for the whole transaction.
     pub async fn send(&self, out: &Outgoing) -> Result<Delivered, SendError> {
-        let started = Instant::now();
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await
@@ -324,7 +316,6 @@ impl SmtpMailer {
         result.map(|response| Delivered {
             code: u16::from(response.code()),
             reply: reply_text(&response),
-            elapsed: started.elapsed(),
         })
     }
 

@@ -103,10 +103,6 @@ impl Schedule {
         Interner::default().parse(expr, tz)
     }
 
-    pub fn expr(&self) -> &str {
-        &self.expr
-    }
-
     pub fn tz(&self) -> Tz {
         self.tz
     }

@@ -98,10 +98,6 @@ impl Timer {
         Timer { jobs, heap }
     }
 
-    pub fn jobs(&self) -> &[Job] {
-        &self.jobs
-    }
-
     pub fn job(&self, i: usize) -> &Job {
         &self.jobs[i]
     }
