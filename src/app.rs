@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lettre::message::Mailbox;
 
-use crate::cli::Command;
+use crate::cli::{Command, OAuth2Command, OAuthProviderArg};
 use crate::clock::SystemClock;
 use crate::config::{self, Config, Host, TransportConfig};
 use crate::daemon::{self, StartError};
@@ -26,6 +26,9 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
         }
         Command::Render { job, at } => render(config_path, &job, at.as_deref()),
         Command::Send { job, to } => send(config_path, &job, to.as_deref()).await,
+        Command::Oauth2 {
+            command: OAuth2Command::Authorize { provider, port },
+        } => oauth2_authorize(config_path, provider, port).await,
         Command::Status => status(config_path),
         Command::History { job, limit } => history(config_path, job.as_deref(), limit),
     }
@@ -135,6 +138,24 @@ async fn check(path: &Path, smtp: bool) -> Exit {
         }
         TransportConfig::Smtp(s) => {
             let _ = writeln!(out, "transport: smtp {}:{} tls={}", s.host, s.port, s.tls);
+            if let Some(o) = &s.oauth2 {
+                let source = match crate::oauth2::TokenSource::new(o, &s.extra_roots) {
+                    Ok(source) => source,
+                    Err(e) => return report_token_error(&e),
+                };
+                match source.refresh().await {
+                    Ok(tokens) => {
+                        let _ = writeln!(
+                            out,
+                            "token: {} gave an access token for the refresh token in `{}` (valid for {})",
+                            o.token_url,
+                            o.refresh_token_file.display(),
+                            humantime::format_duration(tokens.expires_in)
+                        );
+                    }
+                    Err(e) => return report_token_error(&e),
+                }
+            }
             if let Some(src) = &s.token_command {
                 match src.read().await {
                     Ok(token) => {
@@ -243,6 +264,72 @@ fn permission_warning(src: &crate::secret::SecretSource, config: &Path) -> Optio
             path.display()
         )
     })
+}
+
+fn report_token_error(e: &crate::oauth2::TokenError) -> Exit {
+    print_error(&format!("getting an OAuth2 access token: {}", e.detail));
+    if let Some(hint) = &e.hint {
+        let _ = writeln!(std::io::stderr(), "hint: {hint}");
+    }
+    e.class.exit()
+}
+
+async fn oauth2_authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u16) -> Exit {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let TransportConfig::Smtp(smtp) = &config.transport else {
+        print_error(
+            "`oauth2 authorize` needs an [smtp] section with [smtp.oauth2]; this file uses [outbox]",
+        );
+        return Exit::Config;
+    };
+    let Some(oauth2) = &smtp.oauth2 else {
+        print_error(&format!(
+            "{} has no [smtp.oauth2] section. For Microsoft 365, add:\n\n  \
+             [smtp.oauth2]\n  provider = \"microsoft\"\n  client_id = \"YOUR-APP-ID\"\n\n\
+             (the README's \"OAuth2\" section shows how to register the app)",
+            path.display()
+        ));
+        return Exit::Config;
+    };
+    let wanted = provider.map(|p| match p {
+        OAuthProviderArg::Microsoft => crate::oauth2::OAuthProvider::Microsoft,
+        OAuthProviderArg::Google => crate::oauth2::OAuthProvider::Google,
+    });
+    if let Some(w) = wanted
+        && oauth2.provider != Some(w)
+    {
+        print_error(&format!(
+            "--provider {} does not match [smtp.oauth2] in {} ({}); the client id and endpoints come from there",
+            w.name(),
+            path.display(),
+            oauth2
+                .provider
+                .map_or("no provider, explicit URLs", |p| p.name())
+        ));
+        return Exit::Usage;
+    }
+    let mut stdout = std::io::stdout();
+    match crate::oauth2::authorize(oauth2, &smtp.extra_roots, port, &mut stdout).await {
+        Ok(file) => {
+            let _ = writeln!(
+                stdout,
+                "Signed in. Saved the refresh token to `{}` (mode 0600).\nNext: cronmail -c {} check --smtp",
+                file.display(),
+                path.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => {
+            print_error(&format!("signing in: {}", e.detail));
+            if let Some(hint) = &e.hint {
+                let _ = writeln!(std::io::stderr(), "hint: {hint}");
+            }
+            e.class.exit()
+        }
+    }
 }
 
 fn report_send_error(e: &SendError) -> Exit {

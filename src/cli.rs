@@ -78,6 +78,11 @@ pub enum Command {
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
     },
+    /// `OAuth2` for `auth = "xoauth2"` with `[smtp.oauth2]`.
+    Oauth2 {
+        #[command(subcommand)]
+        command: OAuth2Command,
+    },
     /// Render and send one occurrence now: the "send me a test" command.
     Send {
         /// The job's name.
@@ -86,4 +91,25 @@ pub enum Command {
         #[arg(long, value_name = "ADDR")]
         to: Option<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OAuth2Command {
+    /// Sign in once, interactively, and write the refresh token to `refresh_token_file`:
+    /// a code to enter at the provider's page (Microsoft), or a sign-in page that sends
+    /// the browser back to a listener on 127.0.0.1 (Google).
+    Authorize {
+        /// The provider; must agree with [smtp.oauth2] `provider`, which it defaults to.
+        #[arg(long, value_enum)]
+        provider: Option<OAuthProviderArg>,
+        /// The loopback port for the browser's redirect (Google); default: any free one.
+        #[arg(long, default_value_t = 0, value_name = "PORT")]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OAuthProviderArg {
+    Microsoft,
+    Google,
 }

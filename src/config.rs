@@ -26,6 +26,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source};
+pub use crate::oauth2::{OAuth2Config, OAuthProvider};
 use crate::provider::Provider;
 use crate::render::{Part, Templates};
 use crate::schedule::{Interner, Schedule};
@@ -135,7 +136,7 @@ pub enum AuthMethod {
     Auto,
     Plain,
     Login,
-    /// An `OAuth2` access token from `token_command`.
+    /// An `OAuth2` access token, from `token_command` or `[smtp.oauth2]`.
     Xoauth2,
 }
 
@@ -152,6 +153,8 @@ pub struct SmtpConfig {
     /// With `auth = "xoauth2"`: the command that prints a current access token, run for
     /// each connection (tokens expire within the hour; the helper refreshes them).
     pub token_command: Option<SecretSource>,
+    /// With `auth = "xoauth2"`: the built-in refresh flow (`[smtp.oauth2]`).
+    pub oauth2: Option<OAuth2Config>,
     /// Extra trusted roots, DER-encoded, read from `ca_file` at load time.
     pub extra_roots: Vec<Vec<u8>>,
     pub ca_file: Option<PathBuf>,
@@ -310,9 +313,28 @@ struct RawSmtp {
     password_credential: Option<Spanned<String>>,
     auth: Option<Spanned<String>>,
     token_command: Option<Spanned<Vec<String>>>,
+    oauth2: Option<Spanned<RawOAuth2>>,
     ca_file: Option<Spanned<String>>,
     tls_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth2 {
+    provider: Option<Spanned<String>>,
+    tenant: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret: Option<Spanned<serde::de::IgnoredAny>>,
+    client_secret_env: Option<Spanned<String>>,
+    client_secret_file: Option<Spanned<String>>,
+    client_secret_command: Option<Spanned<Vec<String>>>,
+    client_secret_credential: Option<Spanned<String>>,
+    refresh_token_file: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    device_code_url: Option<Spanned<String>>,
+    authorize_url: Option<Spanned<String>>,
+    scope: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -597,7 +619,13 @@ impl Cx<'_> {
         };
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
 
-        let transport = transport?;
+        let mut transport = transport?;
+        if let TransportConfig::Smtp(smtp) = &mut transport
+            && let Some(o) = &mut smtp.oauth2
+            && o.refresh_token_file.as_os_str().is_empty()
+        {
+            o.refresh_token_file = state_dir.join("oauth2-refresh-token");
+        }
         if !self.diags.is_empty() {
             return None;
         }
@@ -816,29 +844,12 @@ impl Cx<'_> {
                 ));
         }
 
-        let sources: Vec<(Range<usize>, SecretSource)> = [
-            raw.password_env
-                .as_ref()
-                .map(|s| (s.span(), SecretSource::Env(s.get_ref().clone()))),
-            raw.password_file
-                .as_ref()
-                .map(|s| (s.span(), SecretSource::File(self.resolve(s.get_ref())))),
-            raw.password_command
-                .as_ref()
-                .map(|s| (s.span(), SecretSource::Command(s.get_ref().clone()))),
-            raw.password_credential.as_ref().map(|s| {
-                (
-                    s.span(),
-                    SecretSource::Credential {
-                        name: s.get_ref().clone(),
-                        beside_config: self.resolve(s.get_ref()),
-                    },
-                )
-            }),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
+        let sources = self.secret_sources(
+            raw.password_env.as_ref(),
+            raw.password_file.as_ref(),
+            raw.password_command.as_ref(),
+            raw.password_credential.as_ref(),
+        );
         if let Some(p) = &raw.password {
             self.at(Some(p.span()), None, "a literal `password` is not allowed in jobs.toml; use one of \
                 `password_env`, `password_file`, `password_command` (or `password_credential` under systemd)");
@@ -870,8 +881,12 @@ impl Cx<'_> {
             );
         }
         let username = raw.username.as_ref().map(|u| u.get_ref().clone());
+        let oauth2 = raw.oauth2.map(|o| {
+            let span = o.span();
+            (span.clone(), self.oauth2(span, o.get_ref()))
+        });
         let auth = match raw.auth.as_ref().map(|a| (a.span(), a.get_ref().as_str())) {
-            None if raw.token_command.is_some() => AuthMethod::Xoauth2,
+            None if raw.token_command.is_some() || oauth2.is_some() => AuthMethod::Xoauth2,
             None => AuthMethod::Auto,
             Some((_, "plain")) => AuthMethod::Plain,
             Some((_, "login")) => AuthMethod::Login,
@@ -890,15 +905,23 @@ impl Cx<'_> {
             .as_ref()
             .map(|t| (t.span(), SecretSource::Command(t.get_ref().clone())));
         if auth == AuthMethod::Xoauth2 {
-            match (&token_command, sources.first()) {
-                (None, _) => {
+            match (&token_command, &oauth2, sources.first()) {
+                (None, None, _) => {
                     let span = raw.auth.as_ref().map(Spanned::span);
-                    self.at(span, None, "`auth = \"xoauth2\"` needs `token_command`, a command that prints an OAuth2 access token");
+                    self.at(span, None, "`auth = \"xoauth2\"` needs an [smtp.oauth2] section (cronmail refreshes \
+                        the token itself) or `token_command` (a command that prints an OAuth2 access token)");
                 }
-                (Some(_), Some((span, _))) => {
-                    self.at(Some(span.clone()), None, "XOAUTH2 logs in with `token_command`, not a password; remove the password source");
+                (Some(_), Some((span, _)), _) => {
+                    self.at(
+                        Some(span.clone()),
+                        None,
+                        "set either `token_command` or [smtp.oauth2], not both",
+                    );
                 }
-                (Some((span, SecretSource::Command(argv))), None)
+                (_, _, Some((span, _))) => {
+                    self.at(Some(span.clone()), None, "XOAUTH2 logs in with an OAuth2 token, not a password; remove the password source");
+                }
+                (Some((span, SecretSource::Command(argv))), None, None)
                     if argv.first().is_none_or(String::is_empty) =>
                 {
                     self.at(
@@ -912,7 +935,7 @@ impl Cx<'_> {
             if username.is_none() {
                 let span = raw.auth.as_ref().map(Spanned::span);
                 self.at(
-                    span,
+                    span.or_else(|| oauth2.as_ref().map(|o| o.0.clone())),
                     None,
                     "XOAUTH2 needs `username` (the mailbox the token is for)",
                 );
@@ -922,6 +945,12 @@ impl Cx<'_> {
                 Some(span.clone()),
                 None,
                 "`token_command` goes with `auth = \"xoauth2\"`",
+            );
+        } else if let Some((span, _)) = &oauth2 {
+            self.at(
+                Some(span.clone()),
+                None,
+                "[smtp.oauth2] goes with `auth = \"xoauth2\"`",
             );
         }
         match (&username, sources.first()) {
@@ -1000,10 +1029,187 @@ impl Cx<'_> {
             password: sources.into_iter().next().map(|(_, s)| s),
             auth,
             token_command: token_command.map(|(_, s)| s),
+            oauth2: oauth2.and_then(|(_, o)| o),
             extra_roots,
             ca_file: ca_file.map(|(_, p)| p),
             tls_fingerprint,
             timeout: timeout?,
+        })
+    }
+
+    /// The `<key>_env`, `_file`, `_command` and `_credential` sources given, in that order.
+    fn secret_sources(
+        &self,
+        env: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        command: Option<&Spanned<Vec<String>>>,
+        credential: Option<&Spanned<String>>,
+    ) -> Vec<(Range<usize>, SecretSource)> {
+        [
+            env.map(|s| (s.span(), SecretSource::Env(s.get_ref().clone()))),
+            file.map(|s| (s.span(), SecretSource::File(self.resolve(s.get_ref())))),
+            command.map(|s| (s.span(), SecretSource::Command(s.get_ref().clone()))),
+            credential.map(|s| {
+                (
+                    s.span(),
+                    SecretSource::Credential {
+                        name: s.get_ref().clone(),
+                        beside_config: self.resolve(s.get_ref()),
+                    },
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// `[smtp.oauth2]`. The refresh token file is left empty when not given: the caller
+    /// puts it in `state_dir`.
+    fn oauth2(&mut self, section: Range<usize>, raw: &RawOAuth2) -> Option<OAuth2Config> {
+        let errors_before = self.diags.len();
+        let provider = raw.provider.as_ref().and_then(|p| {
+            let found = OAuthProvider::from_name(p.get_ref());
+            if found.is_none() {
+                self.at(
+                    Some(p.span()),
+                    None,
+                    format!(
+                        "unknown OAuth2 provider `{}`; expected `microsoft` or `google` (or leave it out and set `token_url`)",
+                        p.get_ref()
+                    ),
+                );
+            }
+            found
+        });
+        let tenant = match (&raw.tenant, provider) {
+            (Some(t), Some(OAuthProvider::Microsoft)) => {
+                let t = t.get_ref();
+                if t.is_empty()
+                    || !t
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-.".contains(c))
+                {
+                    let span = raw.tenant.as_ref().map(Spanned::span);
+                    self.at(span, None, "`tenant` must be a tenant id or domain, or `common`, `organizations`, `consumers`");
+                }
+                t.clone()
+            }
+            (Some(t), _) => {
+                self.at(
+                    Some(t.span()),
+                    None,
+                    "`tenant` goes with `provider = \"microsoft\"`",
+                );
+                String::new()
+            }
+            (None, _) => "common".to_owned(),
+        };
+        let client_id = match &raw.client_id {
+            Some(c) if !c.get_ref().trim().is_empty() => Some(c.get_ref().trim().to_owned()),
+            Some(c) => {
+                self.at(Some(c.span()), None, "`client_id` is empty");
+                None
+            }
+            None => {
+                self.at(
+                    Some(section.clone()),
+                    None,
+                    "[smtp.oauth2] needs `client_id`, the application (client) id of your app registration",
+                );
+                None
+            }
+        };
+        if let Some(p) = &raw.client_secret {
+            self.at(Some(p.span()), None, "a literal `client_secret` is not allowed in jobs.toml; use one of \
+                `client_secret_env`, `client_secret_file`, `client_secret_command` or `client_secret_credential`");
+        }
+        let secrets = self.secret_sources(
+            raw.client_secret_env.as_ref(),
+            raw.client_secret_file.as_ref(),
+            raw.client_secret_command.as_ref(),
+            raw.client_secret_credential.as_ref(),
+        );
+        if secrets.len() > 1 {
+            self.at(
+                Some(secrets[1].0.clone()),
+                None,
+                "set only one of `client_secret_env`, `client_secret_file`, `client_secret_command`, `client_secret_credential`",
+            );
+        }
+        let mut url =
+            |given: &Option<Spanned<String>>, default: Option<String>, key: &str| match given {
+                Some(u) => match reqwest::Url::parse(u.get_ref()) {
+                    Ok(parsed) if parsed.scheme() == "https" && parsed.host().is_some() => {
+                        Some(u.get_ref().clone())
+                    }
+                    _ => {
+                        self.at(
+                            Some(u.span()),
+                            None,
+                            format!("`{key}` must be an https:// URL, not `{}`", u.get_ref()),
+                        );
+                        None
+                    }
+                },
+                None => default,
+            };
+        let token_url = url(
+            &raw.token_url,
+            provider.map(|p| p.token_url(&tenant)),
+            "token_url",
+        );
+        let device_code_url = url(
+            &raw.device_code_url,
+            provider.and_then(|p| p.device_code_url(&tenant)),
+            "device_code_url",
+        );
+        let authorize_url = url(
+            &raw.authorize_url,
+            provider.and_then(OAuthProvider::authorize_url),
+            "authorize_url",
+        );
+        if token_url.is_none()
+            && raw.token_url.is_none()
+            && provider.is_none()
+            && raw.provider.is_none()
+        {
+            self.at(
+                Some(section.clone()),
+                None,
+                "[smtp.oauth2] needs `provider = \"microsoft\"` or `\"google\"`, or an explicit `token_url`",
+            );
+        }
+        let scope = match (&raw.scope, provider) {
+            (Some(s), _) => s.get_ref().clone(),
+            (None, Some(p)) => p.scope().to_owned(),
+            (None, None) => {
+                if raw.provider.is_none() {
+                    self.at(
+                        Some(section.clone()),
+                        None,
+                        "[smtp.oauth2] without a `provider` needs `scope`",
+                    );
+                }
+                String::new()
+            }
+        };
+        let refresh_token_file = raw
+            .refresh_token_file
+            .as_ref()
+            .map_or_else(PathBuf::new, |f| self.resolve(f.get_ref()));
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(OAuth2Config {
+            provider,
+            client_id: client_id?,
+            client_secret: secrets.into_iter().next().map(|(_, s)| s),
+            refresh_token_file,
+            token_url: token_url?,
+            device_code_url,
+            authorize_url,
+            scope,
         })
     }
 

@@ -44,6 +44,9 @@ pub fn hint(err: &SendError, cfg: &SmtpConfig) -> Option<String> {
 
 fn credential_note(cfg: &SmtpConfig) -> String {
     match (&cfg.username, &cfg.password, &cfg.token_command) {
+        (Some(u), _, _) if cfg.auth == AuthMethod::Xoauth2 && cfg.oauth2.is_some() => {
+            format!(" (username `{u}`, XOAUTH2 token refreshed by cronmail)")
+        }
         (Some(u), _, Some(src)) if cfg.auth == AuthMethod::Xoauth2 => {
             format!(" (username `{u}`, XOAUTH2 token from {src})")
         }
@@ -53,8 +56,9 @@ fn credential_note(cfg: &SmtpConfig) -> String {
 }
 
 /// What to write in `[smtp]` to switch to XOAUTH2.
-const XOAUTH2_EXAMPLE: &str = "in [smtp]: auth = \"xoauth2\" and token_command = [\"oauth-helper\", \"token\"] \
-    (a command that prints a current access token), in place of the password source";
+const XOAUTH2_EXAMPLE: &str = "in place of the password source, an [smtp.oauth2] section with \
+    provider = \"microsoft\" and client_id = \"YOUR-APP-ID\", then run `cronmail oauth2 authorize` once \
+    (the README's \"OAuth2\" section shows the app registration)";
 
 fn auth_hint(
     code: Option<u16>,
@@ -70,10 +74,22 @@ fn auth_hint(
                  enable it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false){credential}"
             );
         }
+        let freshness = if cfg.oauth2.is_some() {
+            "cronmail refreshed it, so it was"
+        } else {
+            "it may be expired or revoked (check that `token_command` prints a fresh one), or"
+        };
+        let mailbox = if has("5.7.139")
+            || provider == Some(Provider::Office365)
+            || provider == Some(Provider::Outlook)
+        {
+            ". Microsoft also needs SMTP AUTH enabled for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false)"
+        } else {
+            ""
+        };
         return format!(
-            "the server refused the OAuth2 token. It may be expired or revoked (check that `token_command` \
-             prints a fresh one), issued for another account than `username`, or lack the scope \
-             (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){credential}"
+            "the server refused the OAuth2 token: {freshness} issued for another account than `username`, or lacks the scope \
+             (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){mailbox}{credential}"
         );
     }
     // Gmail: BadCredentials (535 5.7.8) and InvalidSecondFactor (534 5.7.9).

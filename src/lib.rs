@@ -35,6 +35,7 @@ pub mod ledger;
 pub mod logging;
 pub mod mailer;
 pub mod message;
+pub mod oauth2;
 pub mod provider;
 pub mod render;
 pub mod retry;

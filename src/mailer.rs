@@ -248,6 +248,8 @@ fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io:
 pub struct SmtpMailer {
     config: SmtpConfig,
     password: Option<SecretString>,
+    /// The built-in `OAuth2` refresh flow, with its cached access token.
+    oauth: Option<crate::oauth2::TokenSource>,
     tls: TlsParameters,
     hello: ClientId,
     permits: Arc<Semaphore>,
@@ -276,9 +278,17 @@ impl SmtpMailer {
         let tls = builder
             .build_rustls()
             .map_err(|e| local_tls_error(&format!("setting up TLS: {e}")))?;
+        let oauth = match &config.oauth2 {
+            Some(o) => Some(
+                crate::oauth2::TokenSource::new(o, &config.extra_roots)
+                    .map_err(|e| token_error(&e))?,
+            ),
+            None => None,
+        };
         Ok(SmtpMailer {
             config: config.clone(),
             password,
+            oauth,
             tls,
             hello: ClientId::default(),
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
@@ -319,8 +329,8 @@ impl SmtpMailer {
         })
     }
 
-    /// Connects, secures and authenticates, then leaves the connection to the caller.
-    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// Connects and secures (STARTTLS or implicit TLS, and the pin), without logging in.
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
         let cfg = &self.config;
         let implicit = (cfg.tls == TlsMode::Implicit).then(|| self.tls.clone());
         let mut conn = AsyncSmtpConnection::connect_tokio1(
@@ -377,32 +387,42 @@ impl SmtpMailer {
             }
         }
 
-        if let (Some(user), AuthMethod::Xoauth2, Some(source)) =
-            (&cfg.username, cfg.auth, &cfg.token_command)
-        {
-            let token = source.read().await.map_err(|e| {
-                self.fail(
-                    ErrorClass::Auth,
-                    Phase::Auth,
-                    None,
-                    format!("getting the OAuth2 access token: {e}"),
-                )
-            })?;
+        Ok(conn)
+    }
+
+    /// Connects, secures and authenticates, then leaves the connection to the caller.
+    async fn open(&self) -> Result<AsyncSmtpConnection, SendError> {
+        let cfg = &self.config;
+        if let (Some(user), AuthMethod::Xoauth2) = (&cfg.username, cfg.auth) {
+            // The token first: no connection is opened for a login that cannot happen.
+            let (token, fresh) = self.access_token().await?;
+            let mut conn = self.connect().await?;
+            let Err(e) = xoauth2(&mut conn, user, &token).await else {
+                return Ok(conn);
+            };
+            conn.abort().await;
+            let err = self.xoauth2_error(&e, &token);
+            // A refused cached token may have been revoked or expired early: refresh it
+            // and try once more. A token fetched just now is not retried: a second
+            // identical refusal would only add a login attempt.
+            let (Some(oauth), false, Some(500..)) = (&self.oauth, fresh, err.code) else {
+                return Err(err);
+            };
+            tracing::info!(
+                smtp_code = err.code,
+                "the server refused the cached OAuth2 access token; refreshing it and trying once more"
+            );
+            oauth.forget().await;
+            let (token, _) = self.access_token().await?;
+            let mut conn = self.connect().await?;
             if let Err(e) = xoauth2(&mut conn, user, &token).await {
                 conn.abort().await;
-                let mut err = self.classify(Phase::Auth, &e);
-                err.class = ErrorClass::Auth;
-                err.hint = diagnose::hint(&err, cfg);
-                if looks_like_app_password(token.expose_secret()) {
-                    err.hint = Some(format!(
-                        "the token from `token_command` looks like an App Password (16 letters), which works only \
-                         with `auth = \"plain\"` or `\"login\"`; XOAUTH2 needs an OAuth2 access token. {}",
-                        err.hint.unwrap_or_default()
-                    ));
-                }
-                return Err(err);
+                return Err(self.xoauth2_error(&e, &token));
             }
-        } else if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
+            return Ok(conn);
+        }
+        let mut conn = self.connect().await?;
+        if let (Some(user), Some(password)) = (&cfg.username, &self.password) {
             let creds = Credentials::new(user.clone(), password.expose_secret().to_owned());
             let mechanisms: &[Mechanism] = match cfg.auth {
                 AuthMethod::Plain => &[Mechanism::Plain],
@@ -421,6 +441,48 @@ impl SmtpMailer {
             }
         }
         Ok(conn)
+    }
+
+    /// An XOAUTH2 access token, and whether it was obtained just now (not from the cache).
+    async fn access_token(&self) -> Result<(SecretString, bool), SendError> {
+        if let Some(oauth) = &self.oauth {
+            return oauth
+                .access_token(tokio::time::Instant::now())
+                .await
+                .map(|t| (t.token, t.fresh))
+                .map_err(|e| token_error(&e));
+        }
+        let Some(source) = &self.config.token_command else {
+            return Err(self.fail(
+                ErrorClass::Local,
+                Phase::Auth,
+                None,
+                "XOAUTH2 has no token source".to_owned(),
+            ));
+        };
+        let token = source.read().await.map_err(|e| {
+            self.fail(
+                ErrorClass::Auth,
+                Phase::Auth,
+                None,
+                format!("getting the OAuth2 access token: {e}"),
+            )
+        })?;
+        Ok((token, true))
+    }
+
+    fn xoauth2_error(&self, e: &lettre::transport::smtp::Error, token: &SecretString) -> SendError {
+        let mut err = self.classify(Phase::Auth, e);
+        err.class = ErrorClass::Auth;
+        err.hint = diagnose::hint(&err, &self.config);
+        if looks_like_app_password(token.expose_secret()) {
+            err.hint = Some(format!(
+                "the access token looks like an App Password (16 letters), which works only \
+                 with `auth = \"plain\"` or `\"login\"`; XOAUTH2 needs an OAuth2 access token. {}",
+                err.hint.unwrap_or_default()
+            ));
+        }
+        err
     }
 
     async fn transaction(
@@ -503,8 +565,9 @@ impl SmtpMailer {
             };
             let mut conn = self.open().await?;
             let greeting = conn.server_info().name().to_owned();
-            let auth = match (&cfg.username, &self.password) {
-                (Some(user), Some(_)) => Some(format!("accepted for `{user}`")),
+            let logs_in = self.password.is_some() || cfg.auth == AuthMethod::Xoauth2;
+            let auth = match &cfg.username {
+                Some(user) if logs_in => Some(format!("accepted for `{user}`")),
                 _ => None,
             };
             let _ = conn.quit().await;
@@ -601,6 +664,19 @@ fn local_tls_error(detail: &str) -> SendError {
         reply: None,
         detail: detail.to_owned(),
         hint: None,
+    }
+}
+
+/// A token endpoint failure as a send failure at AUTH (no SMTP reply: the server was
+/// not asked).
+fn token_error(e: &crate::oauth2::TokenError) -> SendError {
+    SendError {
+        class: e.class,
+        phase: Phase::Auth,
+        code: None,
+        reply: None,
+        detail: format!("getting an OAuth2 access token: {}", e.detail),
+        hint: e.hint.clone(),
     }
 }
 

@@ -34,18 +34,22 @@ pub struct PeerInfo {
 
 /// The rustls error inside a lettre error, if any. lettre wraps tokio-rustls's
 /// `io::Error`, whose `source()` skips the rustls error itself, so downcast each link.
-fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+pub(crate) fn rustls_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a rustls::Error> {
     let mut cur = Some(e);
     while let Some(err) = cur {
         if let Some(r) = err.downcast_ref::<rustls::Error>() {
             return Some(r);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>()
-            && let Some(r) = io
-                .get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        {
-            return Some(r);
+        // An io::Error's source() skips its own payload, and hyper wraps tokio-rustls's
+        // io::Error in another: look inside each layer.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if let Some(r) = inner.downcast_ref::<rustls::Error>() {
+                return Some(r);
+            }
+            io = inner.downcast_ref::<std::io::Error>();
         }
         cur = err.source();
     }
@@ -88,7 +92,7 @@ pub fn describe_failure(e: &lettre::transport::smtp::Error) -> String {
     describe_rustls(r)
 }
 
-fn describe_rustls(r: &rustls::Error) -> String {
+pub(crate) fn describe_rustls(r: &rustls::Error) -> String {
     match r {
         rustls::Error::InvalidCertificate(c) => match c {
             CertificateError::UnknownIssuer => {
@@ -114,15 +118,27 @@ fn describe_rustls(r: &rustls::Error) -> String {
 }
 
 fn root_store(cfg: &SmtpConfig) -> RootCertStore {
+    roots(&cfg.extra_roots)
+}
+
+/// The system's roots (which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`) plus `extra`.
+fn roots(extra: &[Vec<u8>]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
-    roots.add_parsable_certificates(
-        cfg.extra_roots
-            .iter()
-            .map(|d| CertificateDer::from(d.clone())),
-    );
+    roots.add_parsable_certificates(extra.iter().map(|d| CertificateDer::from(d.clone())));
     roots
+}
+
+/// A verifying client configuration (system roots plus `extra`), for HTTPS to an
+/// `OAuth2` token endpoint: the same trust as for the SMTP server, without its pin.
+pub fn https_client_config(extra: &[Vec<u8>]) -> ClientConfig {
+    install_crypto_provider();
+    let mut config = ClientConfig::builder()
+        .with_root_certificates(roots(extra))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
 }
 
 /// Connects, does TLS (implicit, or after EHLO and STARTTLS) and reports the session.

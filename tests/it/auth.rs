@@ -131,7 +131,7 @@ fn xoauth2_config_mistakes_are_reported() {
     let cases = [
         (
             "auth = \"xoauth2\"\nusername = \"a@example.com\"\n",
-            "needs `token_command`",
+            "needs an [smtp.oauth2] section",
         ),
         (
             "auth = \"xoauth2\"\nusername = \"a@example.com\"\ntoken_command = [\"t\"]\npassword_env = \"X\"\n",

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod ledger;
+mod oauth2;
 mod schedule;
 mod security;
 mod smtp;

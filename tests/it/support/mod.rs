@@ -121,6 +121,8 @@ impl Pki {
 /// A running aiosmtpd; killed on drop.
 pub struct SmtpServer {
     pub port: u16,
+    /// The `OAuth2` server's HTTPS port, when the spec has `oauth`.
+    pub https_port: Option<u16>,
     pub out: tempfile::TempDir,
     child: Child,
 }
@@ -200,12 +202,20 @@ impl ServerSpec {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line
+        let mut ports = line
             .trim()
             .strip_prefix("READY ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("the test SMTP server did not start: {line:?}"));
-        SmtpServer { port, out, child }
+            .unwrap_or_else(|| panic!("the test SMTP server did not start: {line:?}"))
+            .split(' ')
+            .map(|p| p.parse::<u16>().unwrap());
+        let port = ports.next().unwrap();
+        let https_port = ports.next();
+        SmtpServer {
+            port,
+            https_port,
+            out,
+            child,
+        }
     }
 }
 
@@ -215,6 +225,8 @@ pub struct Event {
     pub cmd: String,
     pub arg: String,
     pub tls: bool,
+    /// The whole event (an HTTP request's `form` or `query`, say).
+    pub raw: Value,
 }
 
 /// One message the server accepted.
@@ -238,6 +250,7 @@ impl SmtpServer {
                     cmd: v["cmd"].as_str().unwrap_or_default().to_owned(),
                     arg: v["arg"].as_str().unwrap_or_default().to_owned(),
                     tls: v["tls"].as_bool().unwrap_or(false),
+                    raw: v,
                 }
             })
             .collect()
