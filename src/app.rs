@@ -29,8 +29,10 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
         Command::Oauth2 {
             command: OAuth2Command::Authorize { provider, port },
         } => oauth2_authorize(config_path, provider, port).await,
-        Command::Status => status(config_path),
-        Command::History { job, limit } => history(config_path, job.as_deref(), limit),
+        Command::Status => tokio::task::block_in_place(|| status(config_path)),
+        Command::History { job, limit } => {
+            tokio::task::block_in_place(|| history(config_path, job.as_deref(), limit))
+        }
     }
 }
 
@@ -71,10 +73,12 @@ fn start_error_exit(e: &StartError) -> Exit {
         }
         StartError::Ledger(l) => {
             print_error(&e.to_string());
-            if matches!(l, crate::ledger::LedgerError::Locked(_)) {
-                Exit::TempFail
-            } else {
-                Exit::CantCreate
+            match l {
+                crate::ledger::LedgerError::Locked(_)
+                | crate::ledger::LedgerError::NodeTaken { .. } => Exit::TempFail,
+                crate::ledger::LedgerError::Unreachable { .. }
+                | crate::ledger::LedgerError::Db { .. } => Exit::Unavailable,
+                _ => Exit::CantCreate,
             }
         }
     }
@@ -474,7 +478,25 @@ async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
 }
 
 /// Opens the ledger of `config` for reading (no lock: a daemon may be running).
-fn open_ledger(config: &Config) -> Result<crate::ledger::SqliteLedger, Exit> {
+fn open_ledger(config: &Config) -> Result<Box<dyn crate::ledger::Ledger>, Exit> {
+    if let config::LedgerConfig::Postgres(pg) = &config.ledger {
+        let password = match &pg.password {
+            Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    print_error(&format!("the ledger database password cannot be read: {e}"));
+                    return Err(Exit::Config);
+                }
+            },
+            None => None,
+        };
+        return crate::ledger::PgLedger::connect(pg, password.as_ref(), false)
+            .map(|l| Box::new(l) as Box<dyn crate::ledger::Ledger>)
+            .map_err(|e| {
+                print_error(&e.to_string());
+                Exit::Unavailable
+            });
+    }
     let path = config.state_dir.join("ledger.sqlite3");
     if !path.exists() {
         print_error(&format!(
@@ -483,21 +505,23 @@ fn open_ledger(config: &Config) -> Result<crate::ledger::SqliteLedger, Exit> {
         ));
         return Err(Exit::CantCreate);
     }
-    crate::ledger::SqliteLedger::open_at(&path).map_err(|e| {
-        print_error(&e.to_string());
-        Exit::CantCreate
-    })
+    crate::ledger::SqliteLedger::open_at(&path)
+        .map(|l| Box::new(l) as Box<dyn crate::ledger::Ledger>)
+        .map_err(|e| {
+            print_error(&e.to_string());
+            Exit::CantCreate
+        })
 }
 
-/// The config at `path` and its ledger, for the commands that read the ledger.
-fn config_and_ledger(path: &Path) -> Result<(Config, crate::ledger::SqliteLedger), Exit> {
+/// The config at `path` and its ledger, for the commands that read the ledger. Run
+/// inside `block_in_place`: the `PostgreSQL` client blocks.
+fn config_and_ledger(path: &Path) -> Result<(Config, Box<dyn crate::ledger::Ledger>), Exit> {
     let config = load_config(path)?;
     let ledger = open_ledger(&config)?;
     Ok((config, ledger))
 }
 
 fn status(path: &Path) -> Exit {
-    use crate::ledger::Ledger as _;
     let (config, ledger) = match config_and_ledger(path) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -548,7 +572,6 @@ fn status(path: &Path) -> Exit {
 }
 
 fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
-    use crate::ledger::Ledger as _;
     let (config, ledger) = match config_and_ledger(path) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -570,9 +593,14 @@ fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
             .as_deref()
             .or(r.last_reply.as_deref())
             .unwrap_or("");
+        let node = r
+            .node
+            .as_deref()
+            .map(|n| format!("\tnode={n}"))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
-            "{}\t{}\t{}\tattempts={}\t<{}>\t{}",
+            "{}\t{}\t{}\tattempts={}\t<{}>\t{}{node}",
             r.key
                 .scheduled_at
                 .with_timezone(&tz)

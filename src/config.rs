@@ -211,9 +211,41 @@ pub struct Config {
     /// The ledger's folder.
     pub state_dir: PathBuf,
     pub delivery: Delivery,
+    /// Where occurrences are recorded: `SQLite` in `state_dir`, or a shared `PostgreSQL`.
+    pub ledger: LedgerConfig,
     pub jobs: Vec<Job>,
     pub templates: Arc<Templates>,
 }
+
+/// The `[ledger]` section.
+#[derive(Clone, Debug)]
+pub enum LedgerConfig {
+    /// `<state_dir>/ledger.sqlite3`, for one node.
+    Sqlite,
+    /// One database shared by several nodes running the same jobs.toml.
+    Postgres(Box<PgConfig>),
+}
+
+/// A validated `[ledger] url = "postgres://..."`.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    /// The URL as written (it holds no password: that comes from `password`).
+    pub url: String,
+    pub password: Option<SecretSource>,
+    /// This node's name in the ledger: `node`, else `$CRONMAIL_NODE`, else the host name.
+    pub node: String,
+    /// How long a claim in `sending` stays this node's before another may take it over.
+    pub lease: Duration,
+    /// How often to look for work another node left (a retry due, an expired lease).
+    pub poll: Duration,
+    /// TLS is required (every host not on loopback); a server without it is refused.
+    pub tls_required: bool,
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+/// Default for `[ledger] lease`: a send is bounded by `timeout` (60 s by default).
+const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 impl Config {
     pub fn job(&self, name: &str) -> Option<&Job> {
@@ -230,6 +262,8 @@ pub struct Host {
     pub default_tz: Result<Tz, String>,
     /// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
     pub state_directory: Option<PathBuf>,
+    /// The node name when `[ledger]` gives none: `$CRONMAIL_NODE`, else the host name.
+    pub node: String,
 }
 
 impl Host {
@@ -245,6 +279,11 @@ impl Host {
                         .map(PathBuf::from)
                 })
                 .filter(|p| !p.as_os_str().is_empty()),
+            node: std::env::var("CRONMAIL_NODE")
+                .ok()
+                .filter(|n| !n.is_empty())
+                .or_else(|| hostname::get().ok()?.into_string().ok())
+                .unwrap_or_else(|| "cronmail".to_owned()),
         }
     }
 }
@@ -279,6 +318,21 @@ struct RawTop {
     defaults: Option<RawDefaults>,
     state_dir: Option<Spanned<String>>,
     delivery: Option<RawDelivery>,
+    ledger: Option<Spanned<RawLedger>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLedger {
+    url: Option<Spanned<String>>,
+    password_env: Option<Spanned<String>>,
+    password_file: Option<Spanned<String>>,
+    password_command: Option<Spanned<Vec<String>>>,
+    password_credential: Option<Spanned<String>>,
+    node: Option<Spanned<String>>,
+    lease: Option<Spanned<String>>,
+    poll: Option<Spanned<String>>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -618,6 +672,10 @@ impl Cx<'_> {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
+        let ledger = match &top.ledger {
+            None => Some(LedgerConfig::Sqlite),
+            Some(raw) => self.ledger(raw, host, &transport),
+        };
 
         let mut transport = transport?;
         if let TransportConfig::Smtp(smtp) = &mut transport
@@ -634,9 +692,129 @@ impl Cx<'_> {
             transport,
             state_dir,
             delivery: delivery?,
+            ledger: ledger?,
             jobs,
             templates: Arc::new(templates),
         })
+    }
+
+    fn ledger(
+        &mut self,
+        raw: &Spanned<RawLedger>,
+        host: &Host,
+        transport: &Option<TransportConfig>,
+    ) -> Option<LedgerConfig> {
+        let section = raw.span();
+        let raw = raw.get_ref();
+        let errors_before = self.diags.len();
+        let Some(url) = &raw.url else {
+            self.at(
+                Some(section),
+                None,
+                "[ledger] needs `url`, e.g. \"postgres://cronmail@db.example.com/cronmail\" (leave [ledger] out for the embedded SQLite ledger)",
+            );
+            return None;
+        };
+        let mut tls_required = false;
+        match postgres::Config::from_str(url.get_ref()) {
+            Err(e) => self.at(
+                Some(url.span()),
+                None,
+                format!("`url` is not a PostgreSQL connection URL: {e}; expected postgres://USER@HOST[:PORT]/DATABASE"),
+            ),
+            Ok(pg) => {
+                if pg.get_password().is_some() {
+                    self.at(Some(url.span()), None, "`url` holds a password; jobs.toml never holds a secret: use `password_env`, `password_file`, `password_command` or `password_credential`");
+                }
+                let remote = pg.get_hosts().iter().any(|h| match h {
+                    postgres::config::Host::Tcp(name) => !is_loopback(name),
+                    postgres::config::Host::Unix(_) => false,
+                }) || pg.get_hostaddrs().iter().any(|ip| !ip.is_loopback());
+                if pg.get_hosts().is_empty() {
+                    self.at(Some(url.span()), None, "`url` names no host");
+                }
+                if remote {
+                    if pg.get_ssl_mode() == postgres::config::SslMode::Disable {
+                        self.at(Some(url.span()), None, "`sslmode=disable` is allowed only for a loopback host; the ledger's connection to another host must use TLS");
+                    }
+                    tls_required = true;
+                }
+            }
+        }
+        let sources = self.secret_sources(
+            raw.password_env.as_ref(),
+            raw.password_file.as_ref(),
+            raw.password_command.as_ref(),
+            raw.password_credential.as_ref(),
+        );
+        if sources.len() > 1 {
+            self.at(
+                Some(sources[1].0.clone()),
+                None,
+                "set only one of `password_env`, `password_file`, `password_command`, `password_credential`",
+            );
+        }
+        let node = match &raw.node {
+            Some(n)
+                if n.get_ref().is_empty()
+                    || n.get_ref().len() > 100
+                    || n.get_ref().chars().any(char::is_control) =>
+            {
+                self.at(
+                    Some(n.span()),
+                    None,
+                    "`node` must be a short name without control characters",
+                );
+                String::new()
+            }
+            Some(n) => n.get_ref().clone(),
+            None => host.node.clone(),
+        };
+        let lease = match &raw.lease {
+            Some(l) => self.duration(l, "lease"),
+            None => Some(DEFAULT_LEASE),
+        };
+        let poll = match &raw.poll {
+            Some(p) => self.duration(p, "poll"),
+            None => Some(DEFAULT_POLL),
+        };
+        // A lease shorter than one send would let another node take a send in progress.
+        if let (Some(lease), Some(TransportConfig::Smtp(smtp))) = (lease, transport)
+            && lease < smtp.timeout + Duration::from_secs(5)
+        {
+            let span = raw.lease.as_ref().map_or(section.clone(), Spanned::span);
+            self.at(
+                Some(span),
+                None,
+                format!(
+                    "`lease` ({}) must be at least [smtp] `timeout` ({}) plus 5s: a send still in progress must not be taken over",
+                    humantime::format_duration(lease),
+                    humantime::format_duration(smtp.timeout)
+                ),
+            );
+        }
+        let extra_roots = match &raw.ca_file {
+            None => Vec::new(),
+            Some(c) => match read_pem_certs(&self.resolve(c.get_ref())) {
+                Ok(certs) => certs,
+                Err(e) => {
+                    self.at(Some(c.span()), None, e);
+                    Vec::new()
+                }
+            },
+        };
+        if self.diags.len() > errors_before {
+            return None;
+        }
+        Some(LedgerConfig::Postgres(Box::new(PgConfig {
+            url: url.get_ref().clone(),
+            password: sources.into_iter().next().map(|(_, s)| s),
+            node,
+            lease: lease?,
+            poll: poll?,
+            tls_required,
+            extra_roots,
+        })))
     }
 
     fn tz(&mut self, tz: &Spanned<String>, job: Option<&str>) -> Option<Tz> {

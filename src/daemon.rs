@@ -20,7 +20,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::clock::Clock;
 use crate::config::{self, Config, Host};
 use crate::diagnostic::Diagnostics;
-use crate::ledger::{Key, Ledger, LedgerError, SqliteLedger, State};
+use crate::ledger::{Key, Ledger, LedgerError, PgLedger, SqliteLedger, State};
 use crate::mailer::{Delivered, ErrorClass, Mailer, SendError};
 use crate::message::{self, ComposeError, Outgoing};
 use crate::render::TemplateError;
@@ -369,6 +369,43 @@ fn spin_until(clock: &dyn Clock, deadline: DateTime<Utc>) {
     }
 }
 
+/// The configured ledger: `SQLite` in `state_dir` (locked for this process with
+/// `exclusive`), or the shared `PostgreSQL` database (this node's name locked).
+pub async fn open_ledger(config: &Config, exclusive: bool) -> Result<Arc<dyn Ledger>, StartError> {
+    match &config.ledger {
+        config::LedgerConfig::Sqlite => {
+            let dir = config.state_dir.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                if exclusive {
+                    SqliteLedger::open_exclusive(&dir)
+                } else {
+                    SqliteLedger::open_at(&dir.join("ledger.sqlite3"))
+                }
+            })
+            .await;
+            match opened {
+                Ok(l) => Ok(Arc::new(l?)),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+        config::LedgerConfig::Postgres(pg) => {
+            let password = match &pg.password {
+                Some(src) => Some(src.read().await?),
+                None => None,
+            };
+            let pg = pg.clone();
+            let opened = tokio::task::spawn_blocking(move || {
+                PgLedger::connect(&pg, password.as_ref(), exclusive)
+            })
+            .await;
+            match opened {
+                Ok(l) => Ok(Arc::new(l?)),
+                Err(e) => std::panic::resume_unwind(e.into_panic()),
+            }
+        }
+    }
+}
+
 /// Runs the daemon on the config at `path` until `Shutdown`.
 pub async fn run(
     path: PathBuf,
@@ -378,14 +415,21 @@ pub async fn run(
     let notifier = Notifier::from_env();
     let rt = load(&path, &Host::from_env()).await?;
     let state_dir = rt.config.state_dir.clone();
-    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open_exclusive(&state_dir)?);
+    let ledger = open_ledger(&rt.config, true).await?;
     let enabled = rt.config.jobs.iter().filter(|j| j.enabled).count();
     info!(config = %path.display(), jobs = enabled, transport = %rt.mailer.destination(), state_dir = %state_dir.display(), "cronmail started");
 
     // Jobs resume after the last occurrence the ledger has seen, so what was missed
     // while cronmail was down meets the catch-up policy.
-    let handled = ledger.last_handled()?;
-    let unfinished = ledger.unfinished()?;
+    let ledger_id = ledger_identity(&rt.config);
+    let (handled, unfinished) =
+        match blocking(&ledger, |l| Ok((l.last_handled()?, l.unfinished()?))).await {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || drop(ledger)).await;
+                return Err(e.into());
+            }
+        };
     let timer = Timer::new(rt.config.jobs.clone(), clock.now(), &handled);
     notifier.send(&[sd_notify::NotifyState::Ready]);
     notifier.status(&timer);
@@ -419,6 +463,9 @@ pub async fn run(
                     info!(config = %path.display(), jobs, transport = %new.mailer.destination(), "configuration reloaded");
                     if new.config.state_dir != state_dir {
                         warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
+                    }
+                    if ledger_identity(&new.config) != ledger_id {
+                        warn!("[ledger] changed; the new ledger is used only after a restart");
                     }
                     // A changed schedule takes effect from now: occurrences already
                     // handled stay handled, nothing in between is caught up.
@@ -461,8 +508,19 @@ pub async fn run(
     if let Err(e) = worker.await {
         error!(error = %e, "the delivery worker failed");
     }
+    // The PostgreSQL client owns a runtime of its own, which must not be dropped on an
+    // async thread.
+    let _ = tokio::task::spawn_blocking(move || drop(ledger)).await;
     info!("cronmail stopped");
     Ok(())
+}
+
+/// Which ledger a config uses, to tell a reload that changed it.
+fn ledger_identity(config: &Config) -> String {
+    match &config.ledger {
+        config::LedgerConfig::Sqlite => format!("sqlite:{}", config.state_dir.display()),
+        config::LedgerConfig::Postgres(pg) => format!("postgres:{}:{}", pg.url, pg.node),
+    }
 }
 
 /// What the delivery worker is told.
@@ -478,6 +536,10 @@ struct Done {
     key: Key,
     attempt: u32,
     result: Result<Delivered, (Option<String>, DeliverError)>,
+    /// Another node holds the occurrence (or finished it): nothing was sent here.
+    elsewhere: bool,
+    /// Sent, but the ledger could not record it: `(reply, when)`, to record again.
+    unrecorded: Option<(String, DateTime<Utc>)>,
 }
 
 /// Sends are paused after an authentication failure, until `until` or a reload.
@@ -498,7 +560,20 @@ struct Worker {
     hold: Option<Hold>,
     /// Occurrences already logged as held, so each is logged once.
     held_logged: HashSet<Key>,
+    /// Occurrences with an attempt running here: never started twice at once.
+    running: HashSet<Key>,
+    /// Fired occurrences whose claim the ledger could not record (it was unreachable):
+    /// claimed again at each tick, so an outage of the ledger loses none.
+    unclaimed: Vec<(Key, String)>,
+    /// Sent occurrences the ledger could not record as sent: recorded again at each tick,
+    /// before anything else, so that no other node takes them over.
+    unrecorded: Vec<(Key, String, DateTime<Utc>)>,
+    /// When to look for work other nodes left, or to retry the two queues above.
+    next_poll: tokio::time::Instant,
 }
+
+/// How often the queues of unrecorded claims and deliveries are retried.
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
 
 /// Runs a ledger call off the async threads: `SQLite` with `synchronous=FULL` fsyncs.
 async fn blocking<T: Send + 'static>(
@@ -522,6 +597,122 @@ impl Worker {
             inflight: JoinSet::new(),
             hold: None,
             held_logged: HashSet::new(),
+            running: HashSet::new(),
+            unclaimed: Vec::new(),
+            unrecorded: Vec::new(),
+            next_poll: tokio::time::Instant::now(),
+        }
+    }
+
+    /// The poll period: the ledger's when it is shared, else only while something waits
+    /// to be recorded.
+    fn poll_every(&self) -> Option<Duration> {
+        let waiting = !self.unclaimed.is_empty() || !self.unrecorded.is_empty();
+        match &self.rt.config.ledger {
+            crate::config::LedgerConfig::Postgres(pg) if waiting => Some(pg.poll.min(LEDGER_RETRY)),
+            crate::config::LedgerConfig::Postgres(pg) => Some(pg.poll),
+            crate::config::LedgerConfig::Sqlite if waiting => Some(LEDGER_RETRY),
+            crate::config::LedgerConfig::Sqlite => None,
+        }
+    }
+
+    /// Records what waits to be recorded, then takes over work other nodes left.
+    async fn poll(&mut self) {
+        let Some(every) = self.poll_every() else {
+            return;
+        };
+        if tokio::time::Instant::now() < self.next_poll {
+            return;
+        }
+        self.next_poll = tokio::time::Instant::now() + every;
+        if !self.unrecorded.is_empty() {
+            let waiting = std::mem::take(&mut self.unrecorded);
+            let keys: Vec<Key> = waiting.iter().map(|(k, ..)| k.clone()).collect();
+            let result = blocking(&self.ledger, move |l| {
+                let mut left = Vec::new();
+                let mut first_error = None;
+                for (key, reply, at) in waiting {
+                    if let Err(e) = l.sent(&key, &reply, at) {
+                        first_error.get_or_insert(e);
+                        left.push((key, reply, at));
+                    }
+                }
+                Ok((left, first_error))
+            })
+            .await;
+            if let Ok((left, error)) = result {
+                for key in &keys {
+                    self.running.remove(key);
+                }
+                for (key, ..) in &left {
+                    self.running.insert(key.clone());
+                }
+                self.unrecorded = left;
+                if let Some(e) = error {
+                    warn!(waiting = self.unrecorded.len(), error = %e, "the ledger still cannot record deliveries; trying again");
+                } else {
+                    info!(
+                        recorded = keys.len(),
+                        "the ledger is back: recorded the deliveries it had missed"
+                    );
+                }
+            }
+            // Until these are recorded, nothing else: another node must not resend them.
+            if !self.unrecorded.is_empty() {
+                return;
+            }
+        }
+        if !self.unclaimed.is_empty() {
+            let claims = std::mem::take(&mut self.unclaimed);
+            self.claim(claims).await;
+        }
+        if !self.ledger.shared() {
+            return;
+        }
+        let now = self.clock.now();
+        match blocking(&self.ledger, move |l| l.takeable(now)).await {
+            Ok(keys) => {
+                for key in keys {
+                    if !self.running.contains(&key) && self.rt.config.job(&key.job).is_some() {
+                        info!(job = %key.job, occurrence = %key.scheduled_at.to_rfc3339(), "taking over an occurrence another node left (its lease lapsed)");
+                        self.start(key);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "looking for work other nodes left failed; trying again"),
+        }
+    }
+
+    /// Claims fired occurrences and starts those this node won. A claim the ledger
+    /// could not record waits in `unclaimed`: sending unrecorded could send twice.
+    async fn claim(&mut self, claims: Vec<(Key, String)>) {
+        let now = self.clock.now();
+        let retry = claims.clone();
+        let keys: Vec<Key> = claims.iter().map(|(k, _)| k.clone()).collect();
+        match blocking(&self.ledger, move |l| l.claim(&claims, now)).await {
+            Ok(fresh) => {
+                for (key, new) in keys.into_iter().zip(fresh) {
+                    if new {
+                        self.start(key);
+                    }
+                }
+            }
+            Err(e) => {
+                let expired = |k: &Key| {
+                    (now - k.scheduled_at).to_std().unwrap_or_default()
+                        > self.rt.config.delivery.retry_for
+                };
+                let (dropped, keep): (Vec<_>, Vec<_>) =
+                    retry.into_iter().partition(|(k, _)| expired(k));
+                for (k, _) in &dropped {
+                    error!(job = %k.job, occurrence = %k.scheduled_at.to_rfc3339(), error = %e, "not sent: the ledger could not record the claim within retry_for");
+                }
+                if self.unclaimed.is_empty() && !keep.is_empty() {
+                    error!(error = %e, occurrences = keep.len(), "the ledger cannot record claims; holding these occurrences until it can (nothing is sent unrecorded)");
+                }
+                self.unclaimed.extend(keep);
+                self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
+            }
         }
     }
 
@@ -533,9 +724,15 @@ impl Worker {
         self.resume(unfinished).await;
         loop {
             let now = self.clock.now();
-            let sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
+            let mut sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
                 (*t - now).to_std().unwrap_or_default().min(MAX_SLEEP)
             });
+            if self.poll_every().is_some() {
+                sleep_for = sleep_for.min(
+                    self.next_poll
+                        .saturating_duration_since(tokio::time::Instant::now()),
+                );
+            }
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
@@ -550,7 +747,10 @@ impl Worker {
                     Ok(done) => self.finish(done).await,
                     Err(e) => error!(error = %e, "a delivery task failed"),
                 },
-                () = tokio::time::sleep(sleep_for) => self.retry_due().await,
+                () = tokio::time::sleep(sleep_for) => {
+                    self.retry_due().await;
+                    self.poll().await;
+                }
             }
         }
         // Shutdown: nothing new starts; sends in progress get the grace period. Whatever
@@ -688,20 +888,12 @@ impl Worker {
         if claims.is_empty() {
             return;
         }
-        let keys: Vec<Key> = claims.iter().map(|(k, _)| k.clone()).collect();
-        match blocking(&self.ledger, move |l| l.claim(&claims, now)).await {
-            Ok(fresh) => {
-                for (key, new) in keys.into_iter().zip(fresh) {
-                    if new {
-                        self.start(key);
-                    }
-                }
-            }
-            // Without a claim nothing is sent: sending unrecorded could send twice.
-            Err(e) => {
-                error!(error = %e, occurrences = keys.len(), "not sent: the ledger could not record the claim");
-            }
+        if !self.unclaimed.is_empty() {
+            // The ledger was unreachable a moment ago: queue behind the others, in order.
+            self.unclaimed.extend(claims);
+            return;
         }
+        self.claim(claims).await;
     }
 
     /// Moves every held occurrence to "now".
@@ -761,6 +953,9 @@ impl Worker {
         let Some(job) = self.rt.config.job(&key.job).cloned() else {
             return;
         };
+        if !self.running.insert(key.clone()) {
+            return;
+        }
         let rt = Arc::clone(&self.rt);
         let ledger = Arc::clone(&self.ledger);
         let clock = Arc::clone(&self.clock);
@@ -770,12 +965,23 @@ impl Worker {
             async move {
                 let k = key.clone();
                 let attempt = match blocking(&ledger, move |l| l.start_attempt(&k, now)).await {
-                    Ok(n) => n,
+                    Ok(Some(n)) => n,
+                    Ok(None) => {
+                        return Done {
+                            key,
+                            attempt: 0,
+                            result: Err((None, DeliverError::Ledger(String::new()))),
+                            elsewhere: true,
+                            unrecorded: None,
+                        };
+                    }
                     Err(e) => {
                         return Done {
                             key,
                             attempt: 0,
                             result: Err((None, DeliverError::Ledger(e.to_string()))),
+                            elsewhere: false,
+                            unrecorded: None,
                         };
                     }
                 };
@@ -784,18 +990,23 @@ impl Worker {
                     .map(|(_, d)| d);
                 // Record the delivery here, not after the worker picks this task up: the
                 // shorter the gap after the server's reply, the rarer a resend after a crash.
+                let mut unrecorded = None;
                 if let Ok(d) = &result {
                     let reply = format!("{} {}", d.code, d.reply);
                     let k = key.clone();
                     let done_at = clock.now();
-                    if let Err(e) = blocking(&ledger, move |l| l.sent(&k, &reply, done_at)).await {
-                        error!(error = %e, "the message was sent but the ledger could not record it; it may be sent again after a restart");
+                    let r = reply.clone();
+                    if let Err(e) = blocking(&ledger, move |l| l.sent(&k, &r, done_at)).await {
+                        error!(error = %e, "the message was sent but the ledger could not record it; recording it again until it can (if cronmail stops first, it may be sent again, with the same Message-ID)");
+                        unrecorded = Some((reply, done_at));
                     }
                 }
                 Done {
                     key,
                     attempt,
                     result,
+                    elsewhere: false,
+                    unrecorded,
                 }
             }
             .instrument(span),
@@ -809,7 +1020,20 @@ impl Worker {
             key,
             attempt,
             result,
+            elsewhere,
+            unrecorded,
         } = done;
+        if let Some((reply, at)) = unrecorded {
+            // Stays in `running` until recorded: not started again meanwhile.
+            self.unrecorded.push((key, reply, at));
+            self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
+            return;
+        }
+        self.running.remove(&key);
+        if elsewhere {
+            tracing::debug!(job = %key.job, occurrence = %key.scheduled_at.to_rfc3339(), "another node holds this occurrence");
+            return;
+        }
         let Err((message_id, err)) = result else {
             // Already recorded as sent by the attempt itself.
             self.held_logged.remove(&key);

@@ -53,7 +53,7 @@ impl State {
         }
     }
 
-    fn parse(s: &str) -> State {
+    pub(crate) fn parse(s: &str) -> State {
         match s {
             "sending" => State::Sending,
             "sent" => State::Sent,
@@ -84,6 +84,8 @@ pub struct Record {
     /// The server's reply to the accepted message, or why it was skipped.
     pub final_reply: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// The node that last worked on it (a shared ledger only).
+    pub node: Option<String>,
 }
 
 /// Per job, for `cronmail status`.
@@ -118,6 +120,16 @@ pub enum LedgerError {
         found: i64,
         known: i64,
     },
+    /// The shared ledger cannot be reached (at start-up: exit 69).
+    #[error("the ledger database {url}: {error}")]
+    Unreachable { url: String, error: String },
+    /// A query on the shared ledger failed.
+    #[error("the ledger database {url}: {error}")]
+    Db { url: String, error: String },
+    #[error(
+        "another cronmail with node name `{node}` is connected to the ledger database {url}; give each node its own `node` (or $CRONMAIL_NODE)"
+    )]
+    NodeTaken { url: String, node: String },
 }
 
 /// The durable record of occurrences. Every method is one transaction.
@@ -133,8 +145,9 @@ pub trait Ledger: Send + Sync {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<(), LedgerError>;
-    /// `sending`, one more attempt. Returns the attempt number.
-    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<u32, LedgerError>;
+    /// `sending`, one more attempt, by this node. Returns the attempt number, or `None`
+    /// when another node holds the occurrence (its lease has not expired) or it is done.
+    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<u32>, LedgerError>;
     fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError>;
     /// Back to `pending`, to be tried at `next_at`.
     fn retry_later(
@@ -161,7 +174,19 @@ pub trait Ledger: Send + Sync {
     fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError>;
     fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError>;
     fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError>;
+    /// Whether other nodes share this ledger, so that work they leave must be looked for.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Occurrences whose lease lapsed: a retry due whose node did not come back to it, or
+    /// a send whose node stopped. Any node (this one too) may take them over. Oldest first.
+    fn takeable(&self, _now: DateTime<Utc>) -> Result<Vec<Key>, LedgerError> {
+        Ok(Vec::new())
+    }
 }
+
+mod pg;
+pub use pg::PgLedger;
 
 /// Schema migrations: entry `i` takes `user_version` from `i` to `i + 1`. Released
 /// versions are never edited; each has a fixture in `tests/fixtures/` that must open.
@@ -309,6 +334,7 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
         last_reply: r.get(7)?,
         final_reply: r.get(8)?,
         updated_at: from_ts(r.get(9)?),
+        node: None,
     })
 }
 
@@ -348,14 +374,15 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<u32, LedgerError> {
+    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<u32>, LedgerError> {
         self.with(|c| {
             c.query_row(
                 "UPDATE occurrences SET state = 'sending', attempts = attempts + 1, updated_at = ?3
-                 WHERE job = ?1 AND scheduled_at = ?2 RETURNING attempts",
+                 WHERE job = ?1 AND scheduled_at = ?2 AND state IN ('pending', 'sending') RETURNING attempts",
                 params![key.job, ts(key.scheduled_at), ts(now)],
                 |r| r.get(0),
             )
+            .optional()
         })
     }
 

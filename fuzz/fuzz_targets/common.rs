@@ -5,6 +5,7 @@ pub fn host() -> cronmail::config::Host {
         now: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         default_tz: Ok(chrono_tz::UTC),
         state_directory: None,
+        node: "fuzz".to_owned(),
     }
 }
 

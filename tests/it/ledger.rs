@@ -2,7 +2,12 @@
 //! keep opening.
 
 use chrono::{DateTime, Utc};
-use cronmail::ledger::{Key, Ledger, SCHEMA_VERSION, SqliteLedger, State};
+use std::time::Duration;
+
+use cronmail::config::PgConfig;
+use cronmail::ledger::{Key, Ledger, LedgerError, PgLedger, SCHEMA_VERSION, SqliteLedger, State};
+
+use crate::support::PgServer;
 
 fn t(s: i64) -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -38,8 +43,10 @@ pub fn suite(l: &dyn Ledger) {
     );
 
     // pending -> sending -> sent, attempts counted.
-    assert_eq!(l.start_attempt(&key("a", 0), t(2)).unwrap(), 1);
+    assert_eq!(l.start_attempt(&key("a", 0), t(2)).unwrap(), Some(1));
     l.sent(&key("a", 0), "250 ok", t(3)).unwrap();
+    // A sent occurrence is never attempted again.
+    assert_eq!(l.start_attempt(&key("a", 0), t(4)).unwrap(), None);
     let r = l.get(&key("a", 0)).unwrap().unwrap();
     assert_eq!(
         (
@@ -52,7 +59,7 @@ pub fn suite(l: &dyn Ledger) {
     );
 
     // A transient failure goes back to pending with its next attempt; a second try.
-    assert_eq!(l.start_attempt(&key("a", 60), t(60)).unwrap(), 1);
+    assert_eq!(l.start_attempt(&key("a", 60), t(60)).unwrap(), Some(1));
     l.retry_later(&key("a", 60), "transient", "451 later", t(90), t(61))
         .unwrap();
     let r = l.get(&key("a", 60)).unwrap().unwrap();
@@ -60,7 +67,7 @@ pub fn suite(l: &dyn Ledger) {
         (r.state, r.next_attempt_at, r.last_error_class.as_deref()),
         (State::Pending, Some(t(90)), Some("transient"))
     );
-    assert_eq!(l.start_attempt(&key("a", 60), t(90)).unwrap(), 2);
+    assert_eq!(l.start_attempt(&key("a", 60), t(90)).unwrap(), Some(2));
 
     // An attempt in progress counts as unfinished: resumed at start-up.
     let unfinished: Vec<_> = l
@@ -116,6 +123,133 @@ pub fn suite(l: &dyn Ledger) {
 fn sqlite_passes_the_ledger_suite() {
     let dir = tempfile::tempdir().unwrap();
     suite(&SqliteLedger::open_exclusive(dir.path()).unwrap());
+}
+
+fn pg_config(server: &PgServer, node: &str, lease: Duration) -> PgConfig {
+    PgConfig {
+        url: server.url(),
+        password: None,
+        node: node.to_owned(),
+        lease,
+        poll: Duration::from_secs(1),
+        tls_required: false,
+        extra_roots: Vec::new(),
+    }
+}
+
+#[test]
+fn postgres_passes_the_ledger_suite() {
+    let server = PgServer::start(None);
+    let l = PgLedger::connect(
+        &pg_config(&server, "a", Duration::from_secs(60)),
+        None,
+        true,
+    )
+    .unwrap();
+    suite(&l);
+    let r = l.get(&key("a", 0)).unwrap().unwrap();
+    assert_eq!(
+        r.node.as_deref(),
+        Some("a"),
+        "the ledger says which node sent it"
+    );
+}
+
+#[test]
+fn postgres_nodes_claim_once_and_take_over_only_after_the_lease() {
+    let server = PgServer::start(None);
+    let long = Duration::from_secs(3600);
+    let a = PgLedger::connect(&pg_config(&server, "a", long), None, true).unwrap();
+    let b = PgLedger::connect(&pg_config(&server, "b", long), None, true).unwrap();
+
+    // Both nodes fire the same occurrence: exactly one claim wins.
+    let items = [(key("j", 0), "j.0@x".to_owned())];
+    assert_eq!(a.claim(&items, t(0)).unwrap(), [true]);
+    assert_eq!(b.claim(&items, t(0)).unwrap(), [false]);
+    assert_eq!(
+        a.claim(&items, t(0)).unwrap(),
+        [false],
+        "claimed once, even by the same node"
+    );
+    // The other node cannot start it while the lease holds, nor see it as takeable.
+    assert_eq!(b.start_attempt(&key("j", 0), t(1)).unwrap(), None);
+    assert!(b.takeable(t(1)).unwrap().is_empty());
+    assert_eq!(a.start_attempt(&key("j", 0), t(1)).unwrap(), Some(1));
+    assert_eq!(b.start_attempt(&key("j", 0), t(1)).unwrap(), None);
+
+    // A node with a zero lease "dies" mid-send: the other takes over at once.
+    let dying = PgLedger::connect(&pg_config(&server, "c", Duration::ZERO), None, true).unwrap();
+    let items = [(key("k", 0), "k.0@x".to_owned())];
+    assert_eq!(dying.claim(&items, t(0)).unwrap(), [true]);
+    assert_eq!(dying.start_attempt(&key("k", 0), t(0)).unwrap(), Some(1));
+    std::thread::sleep(Duration::from_millis(20)); // the database's clock must pass the lease
+    assert_eq!(b.takeable(t(2)).unwrap(), [key("k", 0)]);
+    assert_eq!(b.start_attempt(&key("k", 0), t(2)).unwrap(), Some(2));
+    b.sent(&key("k", 0), "250 ok", t(3)).unwrap();
+    let r = b.get(&key("k", 0)).unwrap().unwrap();
+    assert_eq!(
+        (r.state, r.attempts, r.node.as_deref()),
+        (State::Sent, 2, Some("b"))
+    );
+    assert_eq!(
+        r.message_id, "k.0@x",
+        "a takeover resends with the same Message-ID"
+    );
+
+    // A retry stays with its node until due plus the lease.
+    let items = [(key("r", 0), "r.0@x".to_owned())];
+    assert_eq!(dying.claim(&items, t(0)).unwrap(), [true]);
+    dying.start_attempt(&key("r", 0), t(0)).unwrap();
+    dying
+        .retry_later(&key("r", 0), "transient", "451", t(10), t(0))
+        .unwrap();
+    assert!(b.takeable(t(5)).unwrap().is_empty(), "not due yet");
+    std::thread::sleep(Duration::from_millis(20));
+    // Due by the node's clock, lease (zero) lapsed by the database's.
+    assert!(
+        b.takeable(t(0) + chrono::Duration::seconds(10))
+            .unwrap()
+            .is_empty(),
+        "held for 10 s of database time"
+    );
+}
+
+#[test]
+fn postgres_refuses_a_second_daemon_with_the_same_node_name() {
+    let server = PgServer::start(None);
+    let cfg = pg_config(&server, "same", Duration::from_secs(60));
+    let first = PgLedger::connect(&cfg, None, true).unwrap();
+    let err = PgLedger::connect(&cfg, None, true).err().unwrap();
+    assert!(matches!(err, LedgerError::NodeTaken { .. }), "{err}");
+    // Readers (status, history) do not take the lock.
+    PgLedger::connect(&cfg, None, false).unwrap();
+    drop(first);
+    PgLedger::connect(&cfg, None, true).unwrap();
+}
+
+#[test]
+fn postgres_migrations_from_nodes_starting_together_do_not_race() {
+    let server = PgServer::start(None);
+    let cfgs: Vec<_> = (0..6)
+        .map(|i| pg_config(&server, &format!("n{i}"), Duration::from_secs(60)))
+        .collect();
+    let handles: Vec<_> = cfgs
+        .into_iter()
+        .map(|cfg| std::thread::spawn(move || PgLedger::connect(&cfg, None, true).map(drop)))
+        .collect();
+    for h in handles {
+        h.join().unwrap().unwrap();
+    }
+    let mut c = server.client();
+    let version: i32 = c
+        .query_one("SELECT version FROM cronmail_schema", &[])
+        .unwrap()
+        .get(0);
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM cronmail_schema", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((version, rows), (1, 1));
 }
 
 #[test]

@@ -209,6 +209,7 @@ fn host() -> cronmail::config::Host {
         now: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
         default_tz: Ok(chrono_tz::UTC),
         state_directory: None,
+        node: "test".to_owned(),
     }
 }
 

@@ -21,6 +21,7 @@ fn config(jobs: &str) -> Config {
     let text = format!("from = \"bot@example.com\"\ntimezone = \"UTC\"\n[outbox]\n{jobs}");
     let host = Host {
         state_directory: None,
+        node: "test".to_owned(),
         now: utc("2026-01-01T00:00:00Z"),
         default_tz: Ok(chrono_tz::UTC),
     };

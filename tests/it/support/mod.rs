@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+mod pg;
+pub use pg::PgServer;
 use serde_json::Value;
 
 /// The Python with aiosmtpd: `$CRONMAIL_TEST_PYTHON`, else the repo's `.venv`.
@@ -476,7 +479,7 @@ impl Drop for Daemon {
     }
 }
 
-fn unsafe_kill(pid: i32, sig: i32) -> i32 {
+pub(crate) fn unsafe_kill(pid: i32, sig: i32) -> i32 {
     // The test crate forbids no unsafe, but keep it in one place.
     #[allow(unsafe_code)]
     unsafe {

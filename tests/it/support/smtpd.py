@@ -43,6 +43,8 @@ def main():
     events_path = os.path.join(out, "events.jsonl")
     counter = {"msg": 0}
     data_replies = list(spec.get("data_replies", []))
+    # Seconds to wait before answering each RCPT, in order (a slow server mid-send).
+    rcpt_sleeps = list(spec.get("rcpt_sleeps", []))
     users = spec.get("users", {})
 
     log_lock = threading.Lock()
@@ -211,6 +213,8 @@ def main():
             return AuthResult(success=False, handled=False, message=spec.get("auth_fail_reply"))
 
         async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if rcpt_sleeps:
+                await asyncio.sleep(rcpt_sleeps.pop(0))
             if spec.get("rcpt_reply"):
                 return spec["rcpt_reply"]
             envelope.rcpt_tos.append(address)
