@@ -674,7 +674,7 @@ impl Cx<'_> {
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
         let ledger = match &top.ledger {
             None => Some(LedgerConfig::Sqlite),
-            Some(raw) => self.ledger(raw, host, &transport),
+            Some(raw) => self.ledger(raw, host, transport.as_ref()),
         };
 
         let mut transport = transport?;
@@ -702,7 +702,7 @@ impl Cx<'_> {
         &mut self,
         raw: &Spanned<RawLedger>,
         host: &Host,
-        transport: &Option<TransportConfig>,
+        transport: Option<&TransportConfig>,
     ) -> Option<LedgerConfig> {
         let section = raw.span();
         let raw = raw.get_ref();

@@ -166,13 +166,13 @@ impl PgLedger {
             tx.batch_execute(
                 "CREATE TABLE IF NOT EXISTS cronmail_schema (version INTEGER NOT NULL)",
             )?;
-            let version: i32 = match tx.query_opt("SELECT version FROM cronmail_schema", &[])? {
-                Some(row) => row.try_get(0)?,
-                None => {
+            let version: i32 =
+                if let Some(row) = tx.query_opt("SELECT version FROM cronmail_schema", &[])? {
+                    row.try_get(0)?
+                } else {
                     tx.execute("INSERT INTO cronmail_schema (version) VALUES (0)", &[])?;
                     0
-                }
-            };
+                };
             if version > PG_SCHEMA_VERSION {
                 return Ok(Err(LedgerError::TooNew {
                     path: self.url.clone().into(),

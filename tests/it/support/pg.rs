@@ -1,4 +1,4 @@
-//! A real PostgreSQL server per test: `initdb` on a temporary folder, `postgres` on a
+//! A real `PostgreSQL` server per test: `initdb` on a temporary folder, `postgres` on a
 //! free loopback port (with TLS from a test CA when asked). `scripts/test` installs
 //! Debian's server binaries and sets `$CRONMAIL_TEST_PG_BIN`.
 
