@@ -162,6 +162,8 @@ pub struct SmtpConfig {
     /// that certificate is trusted exactly, self-signed or not, and no other is.
     pub tls_fingerprint: Option<[u8; 32]>,
     pub timeout: Duration,
+    /// Keep a connection a few seconds after a message, for the next one (bursts).
+    pub keep_connections: bool,
 }
 
 impl SmtpConfig {
@@ -371,6 +373,7 @@ struct RawSmtp {
     ca_file: Option<Spanned<String>>,
     tls_fingerprint: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    keep_connections: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1212,6 +1215,7 @@ impl Cx<'_> {
             ca_file: ca_file.map(|(_, p)| p),
             tls_fingerprint,
             timeout: timeout?,
+            keep_connections: raw.keep_connections.unwrap_or(true),
         })
     }
 

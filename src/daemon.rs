@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -570,10 +570,113 @@ struct Worker {
     unrecorded: Vec<(Key, String, DateTime<Utc>)>,
     /// When to look for work other nodes left, or to retry the two queues above.
     next_poll: tokio::time::Instant,
+    recorder: Recorder,
 }
 
 /// How often the queues of unrecorded claims and deliveries are retried.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
+
+/// One write of the delivery path, with where to send its result.
+enum WriteReq {
+    Start(
+        Key,
+        DateTime<Utc>,
+        oneshot::Sender<Result<Option<u32>, String>>,
+    ),
+    Sent(
+        Key,
+        String,
+        DateTime<Utc>,
+        oneshot::Sender<Result<(), String>>,
+    ),
+}
+
+/// Group commit for the delivery path: attempts starting and deliveries to record are
+/// queued, and whatever has queued while the previous commit ran goes into the next
+/// one. A burst of a thousand messages costs tens of commits, not two thousand.
+#[derive(Clone)]
+struct Recorder {
+    tx: mpsc::UnboundedSender<WriteReq>,
+}
+
+/// Writes in one commit at most.
+const GROUP_COMMIT_MAX: usize = 1024;
+
+impl Recorder {
+    fn spawn(ledger: Arc<dyn Ledger>) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<WriteReq>();
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < GROUP_COMMIT_MAX {
+                    match rx.try_recv() {
+                        Ok(req) => batch.push(req),
+                        Err(_) => break,
+                    }
+                }
+                let mut starts = Vec::new();
+                let mut start_replies = Vec::new();
+                let mut sent = Vec::new();
+                let mut sent_replies = Vec::new();
+                let mut now = None;
+                for req in batch {
+                    match req {
+                        WriteReq::Start(key, at, reply) => {
+                            now = Some(now.map_or(at, |n: DateTime<Utc>| n.max(at)));
+                            starts.push(key);
+                            start_replies.push(reply);
+                        }
+                        WriteReq::Sent(key, text, at, reply) => {
+                            sent.push((key, text, at));
+                            sent_replies.push(reply);
+                        }
+                    }
+                }
+                let now = now.unwrap_or_else(Utc::now);
+                match blocking(&ledger, move |l| l.record(&starts, &sent, now)).await {
+                    Ok(started) => {
+                        for (reply, n) in start_replies.into_iter().zip(started) {
+                            let _ = reply.send(Ok(n));
+                        }
+                        for reply in sent_replies {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                    Err(e) => {
+                        let e = e.to_string();
+                        for reply in start_replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                        for reply in sent_replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            // The PostgreSQL client must not be dropped on an async thread.
+            let _ = tokio::task::spawn_blocking(move || drop(ledger)).await;
+        });
+        Recorder { tx }
+    }
+
+    async fn start(&self, key: Key, now: DateTime<Utc>) -> Result<Option<u32>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteReq::Start(key, now, reply))
+            .map_err(|_| "the ledger writer stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the ledger writer stopped".to_owned())?
+    }
+
+    async fn sent(&self, key: Key, text: String, at: DateTime<Utc>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteReq::Sent(key, text, at, reply))
+            .map_err(|_| "the ledger writer stopped".to_owned())?;
+        rx.await
+            .map_err(|_| "the ledger writer stopped".to_owned())?
+    }
+}
 
 /// Runs a ledger call off the async threads: `SQLite` with `synchronous=FULL` fsyncs.
 async fn blocking<T: Send + 'static>(
@@ -589,6 +692,7 @@ async fn blocking<T: Send + 'static>(
 
 impl Worker {
     fn new(rt: Arc<Runtime>, ledger: Arc<dyn Ledger>, clock: Arc<dyn Clock>) -> Self {
+        let recorder = Recorder::spawn(Arc::clone(&ledger));
         Worker {
             rt,
             ledger,
@@ -601,6 +705,7 @@ impl Worker {
             unclaimed: Vec::new(),
             unrecorded: Vec::new(),
             next_poll: tokio::time::Instant::now(),
+            recorder,
         }
     }
 
@@ -779,6 +884,7 @@ impl Worker {
                 }
             }
         }
+        self.rt.mailer.close().await;
     }
 
     /// Requeues what the ledger says was unfinished when cronmail last stopped.
@@ -957,14 +1063,13 @@ impl Worker {
             return;
         }
         let rt = Arc::clone(&self.rt);
-        let ledger = Arc::clone(&self.ledger);
+        let recorder = self.recorder.clone();
         let clock = Arc::clone(&self.clock);
         let span =
             info_span!("deliver", job = %key.job, occurrence = %key.scheduled_at.to_rfc3339());
         self.inflight.spawn(
             async move {
-                let k = key.clone();
-                let attempt = match blocking(&ledger, move |l| l.start_attempt(&k, now)).await {
+                let attempt = match recorder.start(key.clone(), now).await {
                     Ok(Some(n)) => n,
                     Ok(None) => {
                         return Done {
@@ -979,7 +1084,7 @@ impl Worker {
                         return Done {
                             key,
                             attempt: 0,
-                            result: Err((None, DeliverError::Ledger(e.to_string()))),
+                            result: Err((None, DeliverError::Ledger(e))),
                             elsewhere: false,
                             unrecorded: None,
                         };
@@ -993,10 +1098,8 @@ impl Worker {
                 let mut unrecorded = None;
                 if let Ok(d) = &result {
                     let reply = format!("{} {}", d.code, d.reply);
-                    let k = key.clone();
                     let done_at = clock.now();
-                    let r = reply.clone();
-                    if let Err(e) = blocking(&ledger, move |l| l.sent(&k, &r, done_at)).await {
+                    if let Err(e) = recorder.sent(key.clone(), reply.clone(), done_at).await {
                         error!(error = %e, "the message was sent but the ledger could not record it; recording it again until it can (if cronmail stops first, it may be sent again, with the same Message-ID)");
                         unrecorded = Some((reply, done_at));
                     }

@@ -174,6 +174,20 @@ pub trait Ledger: Send + Sync {
     fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError>;
     fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError>;
     fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError>;
+    /// The delivery path's writes, group-committed: each of `sent` as `sent` records it,
+    /// then each of `starts` as `start_attempt` does (its result in order). One
+    /// transaction where the backend allows, so a burst costs few commits.
+    fn record(
+        &self,
+        starts: &[Key],
+        sent: &[(Key, String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<u32>>, LedgerError> {
+        for (key, reply, at) in sent {
+            self.sent(key, reply, *at)?;
+        }
+        starts.iter().map(|k| self.start_attempt(k, now)).collect()
+    }
     /// Whether other nodes share this ledger, so that work they leave must be looked for.
     fn shared(&self) -> bool {
         false
@@ -318,6 +332,12 @@ impl SqliteLedger {
     }
 }
 
+const SQLITE_START: &str =
+    "UPDATE occurrences SET state = 'sending', attempts = attempts + 1, updated_at = ?3
+     WHERE job = ?1 AND scheduled_at = ?2 AND state IN ('pending', 'sending') RETURNING attempts";
+const SQLITE_SENT: &str = "UPDATE occurrences SET state = 'sent', final_reply = ?3, next_attempt_at = NULL, updated_at = ?4
+     WHERE job = ?1 AND scheduled_at = ?2";
+
 const RECORD_COLUMNS: &str = "job, scheduled_at, state, message_id, attempts, next_attempt_at, last_error_class, last_reply, final_reply, updated_at";
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
@@ -377,8 +397,7 @@ impl Ledger for SqliteLedger {
     fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<u32>, LedgerError> {
         self.with(|c| {
             c.query_row(
-                "UPDATE occurrences SET state = 'sending', attempts = attempts + 1, updated_at = ?3
-                 WHERE job = ?1 AND scheduled_at = ?2 AND state IN ('pending', 'sending') RETURNING attempts",
+                SQLITE_START,
                 params![key.job, ts(key.scheduled_at), ts(now)],
                 |r| r.get(0),
             )
@@ -389,11 +408,40 @@ impl Ledger for SqliteLedger {
     fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError> {
         self.with(|c| {
             c.execute(
-                "UPDATE occurrences SET state = 'sent', final_reply = ?3, next_attempt_at = NULL, updated_at = ?4
-                 WHERE job = ?1 AND scheduled_at = ?2",
+                SQLITE_SENT,
                 params![key.job, ts(key.scheduled_at), reply, ts(now)],
             )?;
             Ok(())
+        })
+    }
+
+    fn record(
+        &self,
+        starts: &[Key],
+        sent: &[(Key, String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<u32>>, LedgerError> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut out = Vec::with_capacity(starts.len());
+            {
+                let mut record_sent = tx.prepare_cached(SQLITE_SENT)?;
+                for (key, reply, at) in sent {
+                    record_sent.execute(params![key.job, ts(key.scheduled_at), reply, ts(*at)])?;
+                }
+                let mut start = tx.prepare_cached(SQLITE_START)?;
+                for key in starts {
+                    out.push(
+                        start
+                            .query_row(params![key.job, ts(key.scheduled_at), ts(now)], |r| {
+                                r.get(0)
+                            })
+                            .optional()?,
+                    );
+                }
+            }
+            tx.commit()?;
+            Ok(out)
         })
     }
 

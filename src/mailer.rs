@@ -31,6 +31,20 @@ use crate::message::Outgoing;
 /// How long the background QUIT after an accepted message may take.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a connection is kept open for the next message, after one was accepted.
+/// Long enough for a burst; short enough not to hold a server's connection slot.
+const IDLE_KEEP: Duration = Duration::from_secs(5);
+
+/// Messages one connection carries before it is closed (servers limit this too).
+const REUSE_MAX: u32 = 100;
+
+/// An authenticated connection waiting for the next message.
+struct Idle {
+    conn: AsyncSmtpConnection,
+    used: u32,
+    id: u64,
+}
+
 /// What kind of failure a send met, which decides retrying, the exit code and the hint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorClass {
@@ -181,6 +195,13 @@ impl Mailer {
         }
     }
 
+    /// QUITs the connections kept for reuse: at shutdown.
+    pub async fn close(&self) {
+        if let Mailer::Smtp(s) = self {
+            s.close().await;
+        }
+    }
+
     /// Where messages go, for logs: `smtp.example.com:587` or the outbox folder.
     pub fn destination(&self) -> String {
         match self {
@@ -248,8 +269,14 @@ fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io:
 pub struct SmtpMailer {
     config: SmtpConfig,
     password: Option<SecretString>,
+    /// For implicit TLS, which cronmail sets up itself (see `connect`).
+    implicit: Arc<rustls::ClientConfig>,
     /// The built-in `OAuth2` refresh flow, with its cached access token.
     oauth: Option<crate::oauth2::TokenSource>,
+    /// Connections kept after a message, for the next: never more, with those in use,
+    /// than `max_connections` (a sender holding a permit takes a kept one first).
+    idle: Arc<std::sync::Mutex<Vec<Idle>>>,
+    next_idle_id: std::sync::atomic::AtomicU64,
     tls: TlsParameters,
     hello: ClientId,
     permits: Arc<Semaphore>,
@@ -288,7 +315,10 @@ impl SmtpMailer {
         Ok(SmtpMailer {
             config: config.clone(),
             password,
+            implicit: Arc::new(crate::tls::smtp_client_config(config)),
             oauth,
+            idle: Arc::new(std::sync::Mutex::new(Vec::new())),
+            next_idle_id: std::sync::atomic::AtomicU64::new(0),
             tls,
             hello: ClientId::default(),
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
@@ -332,16 +362,45 @@ impl SmtpMailer {
     /// Connects and secures (STARTTLS or implicit TLS, and the pin), without logging in.
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
         let cfg = &self.config;
-        let implicit = (cfg.tls == TlsMode::Implicit).then(|| self.tls.clone());
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            (cfg.host.as_str(), cfg.port),
-            Some(cfg.timeout),
-            &self.hello,
-            implicit,
-            None,
+        // Our own socket, for TCP_NODELAY: lettre writes a message's final "\r\n.\r\n"
+        // on its own, and with Nagle's algorithm that small write waits for the
+        // server's delayed ACK, 40 ms per message on Linux.
+        let tcp = tokio::time::timeout(
+            cfg.timeout,
+            tokio::net::TcpStream::connect((cfg.host.as_str(), cfg.port)),
         )
         .await
-        .map_err(|e| self.classify(Phase::Connect, &e))?;
+        .map_err(|_| {
+            self.fail(
+                ErrorClass::Timeout,
+                Phase::Connect,
+                None,
+                format!(
+                    "connecting to {}: no answer within {}",
+                    self.server(),
+                    humantime::format_duration(cfg.timeout)
+                ),
+            )
+        })?
+        .map_err(|e| self.classify_io(&e))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn lettre::transport::smtp::client::AsyncTokioStream> = if cfg.tls
+            == TlsMode::Implicit
+        {
+            let name = rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| {
+                local_tls_error(&format!("`{}` is not a valid host name: {e}", cfg.host))
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.implicit))
+                .connect(name, tcp)
+                .await
+                .map_err(|e| self.classify_io(&e))?;
+            Box::new(ImplicitTls(tls))
+        } else {
+            Box::new(tcp)
+        };
+        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
+            .await
+            .map_err(|e| self.classify(Phase::Connect, &e))?;
 
         if cfg.tls == TlsMode::Starttls {
             if !conn.server_info().supports_feature(Extension::StartTls) {
@@ -358,7 +417,8 @@ impl SmtpMailer {
                     err
                 })?;
         }
-        if cfg.tls != TlsMode::None && !conn.is_encrypted() {
+        // Implicit TLS was set up above (lettre sees our stream as plain).
+        if cfg.tls == TlsMode::Starttls && !conn.is_encrypted() {
             conn.abort().await;
             return Err(self.fail(
                 ErrorClass::Tls,
@@ -367,7 +427,8 @@ impl SmtpMailer {
                 "the connection is not encrypted; nothing was sent".to_owned(),
             ));
         }
-        if let Some(pin) = &cfg.tls_fingerprint {
+        // With implicit TLS the pin was checked in the handshake itself.
+        if let (Some(pin), TlsMode::Starttls) = (&cfg.tls_fingerprint, cfg.tls) {
             let presented = conn
                 .peer_certificate()
                 .ok()
@@ -485,12 +546,107 @@ impl SmtpMailer {
         err
     }
 
+    /// One message: on a kept connection if there is one (a burst reuses its
+    /// connections), else on a new one. A kept connection the server has closed in the
+    /// meantime fails at MAIL, before anything was accepted: then once more on a new one.
     async fn transaction(
         &self,
         out: &Outgoing,
         permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<Response, SendError> {
+        if let Some(kept) = self.take_idle() {
+            let mut conn = kept.conn;
+            match self.deliver_on(&mut conn, out).await {
+                Ok(response) => {
+                    self.keep(conn, kept.used + 1, permit);
+                    return Ok(response);
+                }
+                Err(e)
+                    if e.phase == Phase::Mail
+                        && (e.class == ErrorClass::Connect || e.code == Some(421)) =>
+                {
+                    tracing::debug!(error = %e, "a kept connection was closed by the server; opening a new one");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut conn = self.open().await?;
+        let response = self.deliver_on(&mut conn, out).await?;
+        self.keep(conn, 1, permit);
+        Ok(response)
+    }
+
+    /// A kept connection, if one is waiting (the most recently used).
+    fn take_idle(&self) -> Option<Idle> {
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop()
+    }
+
+    /// After an accepted message: keeps the connection for the next one for a few
+    /// seconds (then QUITs it), or QUITs it now after `REUSE_MAX` messages. Either way in
+    /// the background, so the caller can record the delivery at once: the window in
+    /// which a crash causes a resend is the time from the server's reply to the ledger's
+    /// commit, and a QUIT round trip need not be in it.
+    fn keep(
+        &self,
+        mut conn: AsyncSmtpConnection,
+        used: u32,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
+        if used >= REUSE_MAX || !self.config.keep_connections {
+            // The permit stays held until the QUIT is done.
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
+            });
+            return;
+        }
+        let id = self
+            .next_idle_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.idle
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Idle { conn, used, id });
+        drop(permit);
+        let idle = Arc::clone(&self.idle);
+        tokio::spawn(async move {
+            tokio::time::sleep(IDLE_KEEP).await;
+            let expired = {
+                let mut list = idle
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                list.iter()
+                    .position(|i| i.id == id)
+                    .map(|at| list.remove(at))
+            };
+            if let Some(mut kept) = expired {
+                let _ = tokio::time::timeout(QUIT_TIMEOUT, kept.conn.quit()).await;
+            }
+        });
+    }
+
+    /// QUITs every kept connection: at shutdown.
+    pub async fn close(&self) {
+        let kept = std::mem::take(
+            &mut *self
+                .idle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for mut k in kept {
+            let _ = tokio::time::timeout(QUIT_TIMEOUT, k.conn.quit()).await;
+        }
+    }
+
+    /// MAIL, RCPT, DATA and the message on an open, authenticated connection.
+    async fn deliver_on(
+        &self,
+        conn: &mut AsyncSmtpConnection,
+        out: &Outgoing,
+    ) -> Result<Response, SendError> {
         let envelope = &out.envelope;
 
         let mut options = Vec::new();
@@ -501,7 +657,6 @@ impl SmtpMailer {
             .any(|a| !AsRef::<str>::as_ref(a).is_ascii());
         if non_ascii {
             if !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
-                conn.abort().await;
                 return Err(self.fail(
                     ErrorClass::Permanent,
                     Phase::Mail,
@@ -525,19 +680,9 @@ impl SmtpMailer {
         conn.command(Data)
             .await
             .map_err(|e| self.classify(Phase::Data, &e))?;
-        let response = conn
-            .message(&out.bytes)
+        conn.message(&out.bytes)
             .await
-            .map_err(|e| self.classify(Phase::Data, &e))?;
-        // The message is accepted. QUIT in the background, so the caller can record the
-        // delivery at once: the window in which a crash causes a resend is the time from
-        // this reply to the ledger's commit, and a QUIT round trip need not be in it. The
-        // connection permit stays held until the QUIT is done.
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
-        });
-        Ok(response)
+            .map_err(|e| self.classify(Phase::Data, &e))
     }
 
     /// `check --smtp`: connect, TLS, AUTH, QUIT, without sending anything.
@@ -612,6 +757,24 @@ impl SmtpMailer {
         err
     }
 
+    /// A connection or implicit-TLS handshake failure.
+    fn classify_io(&self, e: &std::io::Error) -> SendError {
+        let (class, detail) = if crate::tls::is_tls_error(e) {
+            (ErrorClass::Tls, crate::tls::describe_failure(e))
+        } else if e.kind() == std::io::ErrorKind::TimedOut {
+            (
+                ErrorClass::Timeout,
+                format!("connecting to {}: {e}", self.server()),
+            )
+        } else {
+            (
+                ErrorClass::Connect,
+                format!("connecting to {}: {e}", self.server()),
+            )
+        };
+        self.fail(class, Phase::Connect, None, detail)
+    }
+
     /// Turns a lettre error into a classified `SendError` for `phase`.
     fn classify(&self, phase: Phase, e: &lettre::transport::smtp::Error) -> SendError {
         let code = e.status().map(u16::from);
@@ -664,6 +827,50 @@ fn local_tls_error(detail: &str) -> SendError {
         reply: None,
         detail: detail.to_owned(),
         hint: None,
+    }
+}
+
+/// An implicit-TLS stream handed to lettre, which then drives SMTP over it.
+#[derive(Debug)]
+struct ImplicitTls(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl lettre::transport::smtp::client::AsyncTokioStream for ImplicitTls {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
+}
+
+impl tokio::io::AsyncRead for ImplicitTls {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for ImplicitTls {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

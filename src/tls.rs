@@ -73,14 +73,18 @@ fn handshake_cut(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 pub fn is_tls_failure(e: &lettre::transport::smtp::Error) -> bool {
-    e.is_tls()
-        || rustls_error(e).is_some()
+    e.is_tls() || is_tls_error(e)
+}
+
+/// A TLS failure in any error's chain (rustls's own, or a handshake cut short).
+pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    rustls_error(e).is_some()
         || handshake_cut(e)
         || crate::mailer::error_chain(e).contains("InvalidContentType")
 }
 
 /// A sentence naming why TLS failed.
-pub fn describe_failure(e: &lettre::transport::smtp::Error) -> String {
+pub fn describe_failure(e: &(dyn std::error::Error + 'static)) -> String {
     let Some(r) = rustls_error(e) else {
         if handshake_cut(e) {
             return "the server ended the TLS handshake without completing it; it may offer only TLS \
@@ -128,6 +132,22 @@ fn roots(extra: &[Vec<u8>]) -> RootCertStore {
     roots.add_parsable_certificates(native.certs);
     roots.add_parsable_certificates(extra.iter().map(|d| CertificateDer::from(d.clone())));
     roots
+}
+
+/// The client configuration for implicit TLS to the SMTP server: the system roots plus
+/// `ca_file`, or with `tls_fingerprint` exactly the pinned certificate (the handshake
+/// signature is still verified with its key). TLS 1.2 and 1.3 only.
+pub fn smtp_client_config(cfg: &SmtpConfig) -> ClientConfig {
+    install_crypto_provider();
+    match cfg.tls_fingerprint {
+        Some(pin) => ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(Some(pin))))
+            .with_no_client_auth(),
+        None => ClientConfig::builder()
+            .with_root_certificates(root_store(cfg))
+            .with_no_client_auth(),
+    }
 }
 
 /// A verifying client configuration (system roots plus `extra`), for HTTPS to an

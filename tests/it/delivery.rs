@@ -197,15 +197,16 @@ fn wrong_password_holds_sends_then_a_reload_with_the_right_one_delivers_them() {
     assert_eq!(auth_before, 1, "one failed login, then a hold");
     assert!(daemon.log_text().contains("App Password") || daemon.log_text().contains("hint="));
 
-    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
-    daemon.signal(libc_sighup());
-    daemon.wait_log("configuration reloaded", 1, Duration::from_secs(10));
+    // What is held now (read before the reload: released sends go out at once).
     let held: Vec<Key> = records(&cfg)
         .into_iter()
         .filter(|r| r.state != State::Sent)
         .map(|r| r.key)
         .collect();
     assert!(held.len() >= 3, "{held:?}");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    daemon.signal(libc_sighup());
+    daemon.wait_log("configuration reloaded", 1, Duration::from_secs(10));
     let ok = wait_until(Duration::from_secs(20), || {
         let recs: HashMap<Key, State> = records(&cfg)
             .into_iter()
@@ -515,4 +516,72 @@ fn sd_notify_sees_ready_reloading_ready_stopping_in_order() {
         "{joined}"
     );
     assert!(joined.contains("STATUS=next: a at"), "{joined}");
+}
+
+#[test]
+fn a_burst_reuses_at_most_max_connections_connections() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let at = Utc::now() + chrono::Duration::seconds(3);
+    let schedule = format!(
+        "{} {} {} * * *",
+        at.format("%-S"),
+        at.format("%-M"),
+        at.format("%-H")
+    );
+    let jobs: String = (0..20)
+        .map(|i| every(&format!("j{i}"), &schedule, ""))
+        .collect();
+    let cfg = smtp_config(server.port, &pki, "password_env = \"PW\"", &jobs);
+    let text = std::fs::read_to_string(&cfg.path)
+        .unwrap()
+        .replace("[delivery]\n", "[delivery]\nmax_connections = 2\n");
+    std::fs::write(&cfg.path, text).unwrap();
+    let daemon = Daemon::start(&cfg.path, &[("PW", PASSWORD)]);
+    daemon.wait_log(" sent", 20, Duration::from_secs(20));
+    assert!(daemon.stop().success());
+    assert_eq!(unique_ids(&server).len(), 20);
+    let connections = server
+        .commands()
+        .iter()
+        .filter(|c| *c == "STARTTLS")
+        .count();
+    let logins = server.commands().iter().filter(|c| *c == "AUTH").count();
+    assert!(
+        (1..=2).contains(&connections),
+        "20 messages over {connections} connections (max_connections = 2)"
+    );
+    assert_eq!(logins, connections, "one login per connection");
+}
+
+#[test]
+fn a_kept_connection_the_server_closed_is_replaced_without_a_failure() {
+    let pki = Pki::new();
+    // The server hangs up after 1 s of silence; cronmail keeps connections 5 s.
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", PASSWORD)
+        .set("idle_timeout", 1)
+        .start();
+    let cfg = smtp_config(
+        server.port,
+        &pki,
+        "password_env = \"PW\"",
+        &every("tick", "*/2 * * * * *", ""),
+    );
+    let daemon = Daemon::start(&cfg.path, &[("PW", PASSWORD)]);
+    daemon.wait_log(" sent", 3, Duration::from_secs(20));
+    let log_path = daemon.log.clone();
+    assert!(daemon.stop().success());
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    assert!(!log.contains("not sent"), "{log}");
+    let connections = server
+        .commands()
+        .iter()
+        .filter(|c| *c == "STARTTLS")
+        .count();
+    assert!(
+        connections >= 3,
+        "each send found the kept connection closed: {connections}"
+    );
+    unique_ids(&server);
 }

@@ -26,12 +26,13 @@ fn oauth_server(pki: &Pki, oauth: &Value) -> SmtpServer {
 
 /// jobs.toml using [smtp.oauth2] against `server`'s token endpoint, with the refresh
 /// token file written (`refresh-token` beside jobs.toml) unless `refresh` is None.
+/// `keep_connections = false`: every send logs in, so what each login presents shows.
 fn oauth_config(server: &SmtpServer, pki: &Pki, refresh: Option<&str>, jobs: &str) -> ConfigDir {
     let https = server.https_port.unwrap();
     let cfg = ConfigDir::new(&format!(
         "{FROM}state_dir = \"state\"\n\
          [smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nusername = \"{USER}\"\n\
-         ca_file = \"{}\"\ntimeout = \"10s\"\n\
+         ca_file = \"{}\"\ntimeout = \"10s\"\nkeep_connections = false\n\
          [smtp.oauth2]\nclient_id = \"{CLIENT}\"\ntoken_url = \"https://localhost:{https}/token\"\n\
          device_code_url = \"https://localhost:{https}/devicecode\"\n\
          scope = \"https://outlook.office.com/SMTP.Send offline_access\"\n\

@@ -283,6 +283,8 @@ def main():
         auth_required=bool(users) or bool(xoauth2) or bool(oauth),
         auth_require_tls=spec.get("auth_require_tls", False),
         decode_data=False,
+        # Seconds of silence before the server closes a connection (aiosmtpd's default: 300).
+        timeout=spec.get("idle_timeout", 300),
     )
     if mode == "starttls":
         kwargs["tls_context"] = ctx
