@@ -2,10 +2,15 @@
 //! instant the occurrence is handed to delivery.
 //!
 //!     cargo run --release --example fire_lateness -- [JOBS]
+//!     cargo run --release --example fire_lateness -- --jobs N --mode spread|burst [--window S] --json
 //!
-//! Two runs of JOBS jobs (default 10,000), each with a baseline in the same process:
+//! Without `--mode`, two runs of JOBS jobs (default 10,000), each with a baseline in the
+//! same process:
 //! - spread: job i fires at second i % 60 of every minute (about JOBS/60 per second);
+//!   `--window S` spreads them over S seconds instead;
 //! - burst: every job fires at the same second.
+//!
+//! With `--json`, one JSON object per run on stdout (for `bench/run`).
 //!
 //! The baseline is one tokio task per distinct instant doing `sleep_until` and reading
 //! the clock: the timer's own floor on this machine, measured alongside.
@@ -33,15 +38,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn summary(name: &str, mut ms: Vec<f64>) {
+/// `(p50, p99, max)` in ms.
+fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
     ms.sort_by(f64::total_cmp);
-    println!(
-        "{name:<28} n={:<6} p50={:>7.3} ms  p99={:>7.3} ms  max={:>7.3} ms",
-        ms.len(),
+    (
         percentile(&ms, 0.5),
         percentile(&ms, 0.99),
-        ms.last().copied().unwrap_or(f64::NAN)
-    );
+        ms.last().copied().unwrap_or(f64::NAN),
+    )
+}
+
+fn summary(name: &str, n: usize, (p50, p99, max): (f64, f64, f64)) {
+    println!("{name:<28} n={n:<6} p50={p50:>7.3} ms  p99={p99:>7.3} ms  max={max:>7.3} ms");
 }
 
 fn late_ms(at: DateTime<Utc>, scheduled: DateTime<Utc>) -> f64 {
@@ -65,15 +73,15 @@ fn jobs_toml(n: usize, second: impl Fn(usize) -> u32) -> String {
 }
 
 /// Runs the timer loop until every job fired once, and the baseline beside it.
-async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy) {
+async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy, json: bool) {
     let text = jobs_toml(n, second);
     let started = std::time::Instant::now();
     let cfg = config::parse(std::path::Path::new("bench.toml"), &text, &Host::from_env())
         .expect("valid config");
-    println!(
-        "{label}: {n} jobs parsed and validated in {:?}",
-        started.elapsed()
-    );
+    let parse_ms = started.elapsed().as_secs_f64() * 1000.0;
+    if !json {
+        println!("{label}: {n} jobs parsed and validated in {parse_ms:.0} ms");
+    }
 
     let clock = SystemClock;
     let now = clock.now();
@@ -124,22 +132,54 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy) {
 
     let missed = counts.iter().filter(|&&c| c == 0).count();
     let duplicated = counts.iter().filter(|&&c| c > 1).count();
-    summary(&format!("{label} cronmail"), lateness);
-    summary(&format!("{label} baseline sleep_until"), base);
-    println!("{label}: missed={missed} duplicated={duplicated}");
+    let fired = lateness.len();
+    let (ours, floor) = (stats(lateness), stats(base));
+    if json {
+        println!(
+            "{{\"label\":\"{label}\",\"jobs\":{n},\"fired\":{fired},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"baseline_p50_ms\":{:.4},\"baseline_p99_ms\":{:.4},\"baseline_max_ms\":{:.4},\"missed\":{missed},\"duplicated\":{duplicated},\"parse_ms\":{parse_ms:.1}}}",
+            ours.0, ours.1, ours.2, floor.0, floor.1, floor.2
+        );
+    } else {
+        summary(&format!("{label} cronmail"), fired, ours);
+        summary(&format!("{label} baseline sleep_until"), n, floor);
+        println!("{label}: missed={missed} duplicated={duplicated}");
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let json = args.iter().any(|a| a == "--json");
+    let n: usize = flag(&args, "--jobs")
+        .or_else(|| args.first().filter(|a| !a.starts_with("--")).cloned())
         .and_then(|a| a.parse().ok())
         .unwrap_or(10_000);
-    run("spread over a minute", n, |i| {
-        u32::try_from(i % 60).unwrap_or(0)
-    })
-    .await;
-    // Due in one second: a few seconds from now, so the loop is asleep when it comes.
-    let s = (Utc::now().second() + 5) % 60;
-    run("same second", n, move |_| s).await;
+    let mode = flag(&args, "--mode");
+    if mode.as_deref() != Some("burst") {
+        let window: usize = flag(&args, "--window")
+            .and_then(|w| w.parse().ok())
+            .filter(|w| (1..=60).contains(w))
+            .unwrap_or(60);
+        // Starting a couple of seconds ahead, so no job is due while the loop starts.
+        let first = Utc::now().second() as usize + 2;
+        let label = format!("spread over {window} s");
+        run(
+            &label,
+            n,
+            move |i| u32::try_from((first + i % window) % 60).unwrap_or(0),
+            json,
+        )
+        .await;
+    }
+    if mode.as_deref() != Some("spread") {
+        // Due in one second: a few seconds from now, so the loop is asleep when it comes.
+        let s = (Utc::now().second() + 5) % 60;
+        run("same second", n, move |_| s, json).await;
+    }
 }

@@ -539,7 +539,7 @@ fn status(path: &Path) -> Exit {
         t.with_timezone(&job.tz())
             .to_rfc3339_opts(SecondsFormat::Secs, true)
     };
-    for job in &config.jobs {
+    for job in config.jobs.iter() {
         let s = summary.get(&job.name).cloned().unwrap_or_default();
         let next = if job.enabled {
             job.schedule

@@ -193,7 +193,7 @@ pub struct Job {
     pub cc: Vec<Mailbox>,
     pub bcc: Vec<Mailbox>,
     pub reply_to: Option<Mailbox>,
-    pub vars: BTreeMap<String, String>,
+    pub vars: crate::render::Vars,
     pub enabled: bool,
     pub catch_up: CatchUp,
     pub max_late: Duration,
@@ -215,7 +215,8 @@ pub struct Config {
     pub delivery: Delivery,
     /// Where occurrences are recorded: `SQLite` in `state_dir`, or a shared `PostgreSQL`.
     pub ledger: LedgerConfig,
-    pub jobs: Vec<Job>,
+    /// Shared with the timer (a job is about 1 KB; 10,000 of them once, not twice).
+    pub jobs: Arc<Vec<Job>>,
     pub templates: Arc<Templates>,
 }
 
@@ -696,7 +697,7 @@ impl Cx<'_> {
             state_dir,
             delivery: delivery?,
             ledger: ledger?,
-            jobs,
+            jobs: Arc::new(jobs),
             templates: Arc::new(templates),
         })
     }
@@ -1490,7 +1491,7 @@ impl Cx<'_> {
             .as_ref()
             .map_or(defaults.max_late, |d| self.duration(d, "max_late"));
 
-        let vars: BTreeMap<String, String> = raw
+        let vars: crate::render::Vars = raw
             .vars
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))

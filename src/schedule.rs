@@ -25,12 +25,42 @@ use croner::parser::{CronParser, Seconds};
 /// (`0 0 29 2 *`) recur within 8 years, so 9 covers every real calendar.
 const HORIZON_YEARS: i64 = 9;
 
-/// A parsed cron expression bound to a time zone.
+/// A validated cron expression bound to a time zone.
+///
+/// It keeps the expression's text, not croner's parse: a parsed `Cron` holds a byte per
+/// possible year, about 5 KB, which for 10,000 distinct schedules is 50 MB. Parses are
+/// kept in a small shared cache instead (`parsed`), and redone on a miss in a few
+/// microseconds.
 #[derive(Clone)]
 pub struct Schedule {
     expr: Arc<str>,
-    cron: Arc<Cron>,
     tz: Tz,
+}
+
+/// Parsed expressions kept for reuse; a full cache is emptied and refilled.
+const PARSED_CACHE: usize = 256;
+
+static PARSED: std::sync::LazyLock<std::sync::Mutex<HashMap<Arc<str>, Arc<Cron>>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// croner's parse of a validated expression, from the cache or parsed again.
+fn parsed(expr: &Arc<str>) -> Option<Arc<Cron>> {
+    if let Some(c) = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(expr)
+    {
+        return Some(Arc::clone(c));
+    }
+    let cron = Arc::new(parse_cron(expr).ok()?);
+    let mut cache = PARSED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if cache.len() >= PARSED_CACHE {
+        cache.clear();
+    }
+    cache.insert(Arc::clone(expr), Arc::clone(&cron));
+    Some(cron)
 }
 
 impl fmt::Debug for Schedule {
@@ -39,30 +69,34 @@ impl fmt::Debug for Schedule {
     }
 }
 
-/// Shares parsed expressions between jobs: a parsed croner `Cron` is several KB, and
-/// a large jobs.toml repeats the same few schedules many times.
+/// Shares expressions between jobs while a config loads: a large jobs.toml repeats the
+/// same few schedules many times, and each is checked once.
 #[derive(Default)]
 pub struct Interner {
-    parsed: HashMap<String, (Arc<str>, Arc<Cron>)>,
+    seen: HashMap<String, Arc<str>>,
 }
 
 impl Interner {
-    /// Parses `expr` (or reuses an earlier parse), reporting croner's own reason on error.
+    /// Checks `expr` (or reuses an earlier check), reporting croner's own reason on error.
     pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, String> {
         let key = expr.trim();
-        if let Some((expr, cron)) = self.parsed.get(key) {
+        if let Some(expr) = self.seen.get(key) {
             return Ok(Schedule {
                 expr: expr.clone(),
-                cron: cron.clone(),
                 tz,
             });
         }
         let cron = parse_cron(key)?;
         let expr: Arc<str> = Arc::from(key);
-        let cron = Arc::new(cron);
-        self.parsed
-            .insert(key.to_owned(), (expr.clone(), cron.clone()));
-        Ok(Schedule { expr, cron, tz })
+        let mut cache = PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() < PARSED_CACHE {
+            cache.insert(Arc::clone(&expr), Arc::new(cron));
+        }
+        drop(cache);
+        self.seen.insert(key.to_owned(), expr.clone());
+        Ok(Schedule { expr, tz })
     }
 }
 
@@ -109,12 +143,13 @@ impl Schedule {
 
     /// The first occurrence strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let cron = parsed(&self.expr)?;
         let local = after.with_timezone(&self.tz);
-        let next = self.cron.find_next_occurrence(&local, false).ok()?;
+        let next = cron.find_next_occurrence(&local, false).ok()?;
         // croner walks the wall clock and skips a time that a spring-forward gap
         // removes. crontab's rule, and ours, is to fire once right after the gap
         // instead, so look for a skipped match between `after` and croner's answer.
-        let skipped = self.gap_occurrence(after, next.with_timezone(&Utc));
+        let skipped = self.gap_occurrence(&cron, after, next.with_timezone(&Utc));
         Some(skipped.unwrap_or_else(|| next.with_timezone(&Utc)))
     }
 
@@ -131,7 +166,12 @@ impl Schedule {
 
     /// If a DST gap lies in `(after, next)` and the expression matches a wall-clock time
     /// inside it, returns the gap's end: the first real instant after the missing time.
-    fn gap_occurrence(&self, after: DateTime<Utc>, next: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    fn gap_occurrence(
+        &self,
+        cron: &Cron,
+        after: DateTime<Utc>,
+        next: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let mut cursor = after;
         while let Some((gap_start_local, gap_end)) = self.next_gap(cursor, next) {
             // Wall-clock seconds in the gap: [gap_start_local, gap_start_local + width).
@@ -141,7 +181,7 @@ impl Schedule {
             // Search in a fixed-offset zone, where every wall time exists.
             let offset = self.tz.offset_from_utc_datetime(&gap_end.naive_utc()).fix();
             let probe = offset.from_local_datetime(&probe_start).single()?;
-            if let Ok(m) = self.cron.find_next_occurrence(&probe, false) {
+            if let Ok(m) = cron.find_next_occurrence(&probe, false) {
                 let m = m.naive_local();
                 if m >= gap_start_local
                     && (m - gap_start_local).num_seconds() < width

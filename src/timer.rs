@@ -72,7 +72,7 @@ impl SkipReason {
 
 /// The jobs' schedules and the heap of their next occurrences.
 pub struct Timer {
-    jobs: Vec<Job>,
+    jobs: std::sync::Arc<Vec<Job>>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
 
@@ -81,7 +81,7 @@ impl Timer {
     /// the ledger has seen) resumes after it, so occurrences missed while cronmail was
     /// down come due at once and meet the catch-up policy; others start after `now`.
     pub fn new(
-        jobs: Vec<Job>,
+        jobs: std::sync::Arc<Vec<Job>>,
         now: DateTime<Utc>,
         handled: &HashMap<String, DateTime<Utc>>,
     ) -> Self {

@@ -1,0 +1,484 @@
+#!/usr/bin/env python3
+"""cronmail's benchmark: cronmail against its peers and the sink's limit, in one run.
+
+Run through `bench/run` (which installs what this needs and builds cronmail). Every
+server listens on 127.0.0.1 only. Comparisons alternate A/B within the run, because
+these machines are noisy; each row reports the median of the repetitions and the
+worst one (with few repetitions, "p99" is the worst).
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import smtplib
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CRONMAIL = os.path.join(ROOT, "target/release/cronmail")
+FIRE = os.path.join(ROOT, "target/release/examples/fire_lateness")
+PASSWORD = "bench-pw"
+BODY = ("x" * 72 + "\n") * 13  # about 1 KB, as smtp-source -l 1024
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("nothing listens on 127.0.0.1:%d" % port)
+
+
+def med_worst(xs, worst=max):
+    return statistics.median(xs), worst(xs)
+
+
+class Bench:
+    def __init__(self, quick, work):
+        self.quick = quick
+        self.work = work
+        self.rows = []  # (section, what, cronmail, peer, ratio, goal, verdict)
+        self.notes = []
+
+    def row(self, section, what, ours, peer="", ratio="", goal="", ok=None):
+        verdict = "" if ok is None else ("met" if ok else "MISSED")
+        self.rows.append((section, what, ours, peer, ratio, goal, verdict))
+        print("  %-44s %-34s %-30s %-8s %-18s %s" % (what, ours, peer, ratio, goal, verdict), flush=True)
+
+    # ------------------------------------------------------------------ helpers
+
+    def tls_files(self):
+        """A test CA and a leaf for localhost it signed: (ca, cert, key). Clients trust
+        the CA; rustls (rightly) refuses a self-signed CA certificate as a server's."""
+        ca, ca_key = os.path.join(self.work, "ca.pem"), os.path.join(self.work, "ca.key")
+        cert, key = os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem")
+        if not os.path.exists(cert):
+            ext = os.path.join(self.work, "leaf.ext")
+            with open(ext, "w") as f:
+                f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+            csr = os.path.join(self.work, "leaf.csr")
+            for argv in (
+                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+                 "-days", "2", "-subj", "/CN=cronmail bench CA"],
+                ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost"],
+                ["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+                 "-days", "2", "-extfile", ext],
+            ):
+                subprocess.run(argv, check=True, capture_output=True)
+            os.chmod(key, 0o644)  # read by stunnel and Postfix; a throwaway key
+        return ca, cert, key
+
+    def jobs_toml(self, folder, n, smtp, at=None, schedule=None, max_connections=4, transport=None):
+        """A jobs.toml with `n` jobs, all due at `at` (a datetime) or on `schedule(i)`."""
+        lines = ['from = "bot@example.com"', 'timezone = "UTC"', 'state_dir = "state"']
+        lines.append(transport or smtp)
+        lines.append("[delivery]\nmax_connections = %d\nretry_min = \"1s\"\nretry_max = \"2s\"" % max_connections)
+        body = BODY.replace("\n", "\\n")
+        for i in range(n):
+            sched = schedule(i) if schedule else "%d %d %d * * *" % (at.second, at.minute, at.hour)
+            lines.append('[[job]]\nname = "j%d"\nschedule = "%s"\nto = ["b@example.com"]\nsubject = "s %d"\nbody = "%s"' % (i, sched, i, body))
+        os.makedirs(folder, exist_ok=True)
+        shutil.rmtree(os.path.join(folder, "state"), ignore_errors=True)
+        path = os.path.join(folder, "jobs.toml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def cronmail_burst(self, n, smtp, max_connections=4, env=None):
+        """Runs `cronmail run` with n jobs due in the same second; seconds from that
+        instant to the last message accepted (the `sent` log line after the 250)."""
+        folder = os.path.join(self.work, "burst")
+        at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)).replace(microsecond=0)
+        path = self.jobs_toml(folder, n, smtp, at=at, max_connections=max_connections)
+        log = os.path.join(folder, "log.json")
+        with open(log, "w") as f:
+            p = subprocess.Popen([CRONMAIL, "-c", path, "--log-format", "json", "run"], stderr=f,
+                                 env=dict(os.environ, **(env or {})), cwd=folder)
+        deadline = time.time() + 2 + 120
+        last, sent = None, 0
+        while time.time() < deadline:
+            time.sleep(0.2)
+            sent, last, failed = 0, None, 0
+            with open(log) as f:
+                for line in f:
+                    try:
+                        d = json.loads(line)
+                    except ValueError:
+                        continue
+                    if d.get("message") == "sent":
+                        sent += 1
+                        t = datetime.datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00"))
+                        last = t if last is None or t > last else last
+                    elif d.get("level") == "ERROR":
+                        failed += 1
+            if sent >= n or failed:
+                break
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=30)
+        if sent < n:
+            raise SystemExit("cronmail sent %d of %d; see %s" % (sent, n, log))
+        return (last - at).total_seconds()
+
+    # ------------------------------------------------------------------ 1. fire lateness
+
+    def fire_lateness(self):
+        print("1. fire lateness (scheduled instant -> hand-off to delivery)", flush=True)
+        spread = [1000, 10000] if self.quick else [1000, 10000, 100000]
+        window = 10 if self.quick else 60
+        runs = [("spread", n) for n in spread] + [("burst", n) for n in (1000, 10000)]
+        for mode, n in runs:
+            out = subprocess.run([FIRE, "--jobs", str(n), "--mode", mode, "--window", str(window), "--json"],
+                                 check=True, capture_output=True, text=True).stdout
+            r = json.loads(out.strip().splitlines()[-1])
+            what = "%s jobs %s" % (format(n, ","), "spread over %d s" % window if mode == "spread" else "due in the same second")
+            ours = "p50 %.3f p99 %.3f max %.3f ms" % (r["p50_ms"], r["p99_ms"], r["max_ms"])
+            base = "sleep_until p99 %.3f ms" % r["baseline_p99_ms"]
+            once = r["missed"] == 0 and r["duplicated"] == 0 and r["fired"] == n
+            if mode == "spread" and n == 10000:
+                self.row("fire", what, ours, base, "", "p99 <= 2 ms, all once", r["p99_ms"] <= 2 and once)
+            elif mode == "burst":
+                self.row("fire", what, ours, base, "", "every job fires once", once)
+            else:
+                self.row("fire", what, ours, base, "", "all once", once)
+            self.notes.append("fire %s %d: missed %d, duplicated %d, parsed in %.0f ms" % (mode, n, r["missed"], r["duplicated"], r["parse_ms"]))
+
+    # ------------------------------------------------------------------ 2a. plaintext sink
+
+    def sink_burst(self):
+        n = 1000
+        reps = 3 if self.quick else 7
+        print("2a. burst of %d messages, plaintext, to Postfix smtp-sink (%d repetitions, alternating)" % (n, reps), flush=True)
+        port = free_port()
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % port, "5000"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(port)
+            smtp = '[smtp]\nhost = "127.0.0.1"\nport = %d\ntls = "none"\ntimeout = "30s"' % port
+            ours, theirs = [], []
+            for _ in range(reps):
+                t = time.time()
+                subprocess.run(["smtp-source", "-s", "4", "-m", str(n), "-l", "1024", "-f", "a@example.com",
+                                "-t", "b@example.com", "127.0.0.1:%d" % port], check=True, capture_output=True)
+                theirs.append(time.time() - t)
+                ours.append(self.cronmail_burst(n, smtp))
+        finally:
+            sink.terminate()
+            sink.wait()
+        o, ow = med_worst(ours)
+        s, sw = med_worst(theirs)
+        ratio = s / o
+        self.row("burst", "plaintext -> smtp-sink, 4 connections",
+                 "%.0f msg/s (last at %.3f s, worst %.3f)" % (n / o, o, ow),
+                 "smtp-source -s 4: %.0f msg/s (%.3f s)" % (n / s, s), "%.2fx" % ratio, ">= 0.8x smtp-source", ratio >= 0.8)
+
+    # ------------------------------------------------------------------ 2b. postfix submission
+
+    def postfix_submission(self):
+        n = 200 if self.quick else 1000
+        n_msmtp = 50 if self.quick else 200
+        reps = 1 if self.quick else 3
+        ca, cert, key = self.tls_files()
+        port = free_port()
+        inst = os.path.join(self.work, "postfix")
+        shutil.rmtree(inst, ignore_errors=True)
+        subprocess.run([os.path.join(ROOT, "bench/postfix-instance.sh"), "start", inst, str(port), cert, key, PASSWORD],
+                       check=True)
+        print("2b. STARTTLS + AUTH to Postfix smtpd with SASL (private instance on 127.0.0.1:%d)" % port, flush=True)
+        ctx = ssl.create_default_context(cafile=ca)
+
+        def drain():
+            # Each run starts with an empty queue, so runs do not slow each other.
+            end = time.time() + 60
+            while time.time() < end:
+                busy = sum(len(files) for sub in ("incoming", "active", "maildrop")
+                           for _, _, files in os.walk(os.path.join(inst, "queue", sub)))
+                if busy == 0:
+                    return
+                time.sleep(0.1)
+
+        def msg(i):
+            return "From: a@example.com\r\nTo: b@example.com\r\nSubject: m %d\r\n\r\n%s" % (i, BODY.replace("\n", "\r\n"))
+
+        def reused(conns, total):
+            """The server's ceiling: `conns` threads, each one connection, reused."""
+            errors = []
+
+            def worker(k):
+                try:
+                    s = smtplib.SMTP("127.0.0.1", port)
+                    s.starttls(context=ctx)
+                    s.login("bench", PASSWORD)
+                    for i in range(k):
+                        s.sendmail("a@example.com", ["b@example.com"], msg(i))
+                    s.quit()
+                except Exception as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+            t = time.time()
+            threads = [threading.Thread(target=worker, args=(total // conns,)) for _ in range(conns)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            if errors:
+                raise SystemExit("ceiling run failed: %r" % errors[0])
+            return total / (time.time() - t)
+
+        def smtplib_loop(total):
+            t = time.time()
+            for i in range(total):
+                s = smtplib.SMTP("127.0.0.1", port)
+                s.starttls(context=ctx)
+                s.login("bench", PASSWORD)
+                s.sendmail("a@example.com", ["b@example.com"], msg(i))
+                s.quit()
+            return total / (time.time() - t)
+
+        def msmtp_loop(total):
+            argv = ["msmtp", "--host=127.0.0.1", "--port=%d" % port, "--tls=on", "--tls-starttls=on",
+                    "--tls-trust-file=%s" % ca, "--auth=plain", "--user=bench",
+                    "--passwordeval=echo %s" % PASSWORD, "--from=a@example.com", "b@example.com"]
+            t = time.time()
+            for i in range(total):
+                subprocess.run(argv, input=msg(i).encode(), check=True, capture_output=True)
+            return total / (time.time() - t)
+
+        smtp = ('[smtp]\nhost = "localhost"\nport = %d\ntls = "starttls"\nusername = "bench"\n'
+                'password_env = "BENCH_PW"\nca_file = "%s"\ntimeout = "30s"' % (port, ca))
+        try:
+            ceiling, ours, loop, msm = [], [], [], []
+            for _ in range(reps):
+                drain()
+                ceiling.append(max(reused(4, n), (drain(), reused(8, n))[1]))
+                drain()
+                ours.append(n / self.cronmail_burst(n, smtp, 4, {"BENCH_PW": PASSWORD}))
+                drain()
+                loop.append(smtplib_loop(n))
+                drain()
+                msm.append(msmtp_loop(n_msmtp))
+        finally:
+            subprocess.run([os.path.join(ROOT, "bench/postfix-instance.sh"), "stop", inst])
+        c = statistics.median(ceiling)
+        o, ow = statistics.median(ours), min(ours)
+        lp = statistics.median(loop)
+        m = statistics.median(msm)
+        self.row("submission", "server ceiling (4 or 8 reused connections)", "", "%.0f msg/s" % c)
+        self.row("submission", "cronmail, %d due at once, 4 connections" % n, "%.0f msg/s (worst %.0f)" % (o, ow),
+                 "ceiling %.0f msg/s" % c, "%.2fx" % (o / c), ">= 0.9x ceiling", o / c >= 0.9)
+        self.row("submission", "vs a Python smtplib loop (connection per msg)", "%.0f msg/s" % o,
+                 "smtplib %.0f msg/s" % lp, "%.1fx" % (o / lp), ">= 2x smtplib", o / lp >= 2)
+        self.row("submission", "vs msmtp, one process per message (%d msgs)" % n_msmtp, "%.0f msg/s" % o,
+                 "msmtp %.0f msg/s" % m, "%.1fx" % (o / m), "")
+
+    # ------------------------------------------------------------------ 2c. implicit TLS
+
+    def implicit_tls(self):
+        n = 1000
+        reps = 2 if self.quick else 5
+        ca, cert, key = self.tls_files()
+        sink_port, tls_port = free_port(), free_port()
+        conf = os.path.join(self.work, "stunnel.conf")
+        with open(conf, "w") as f:
+            f.write("foreground = yes\npid =\n[smtps]\naccept = 127.0.0.1:%d\nconnect = 127.0.0.1:%d\ncert = %s\nkey = %s\n"
+                    % (tls_port, sink_port, cert, key))
+        sink = subprocess.Popen(["smtp-sink", "-u", "nobody", "-c", "127.0.0.1:%d" % sink_port, "5000"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        tunnel = subprocess.Popen(["stunnel4", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        print("2c. implicit TLS: smtp-sink behind stunnel, %d messages, 4 connections" % n, flush=True)
+        ctx = ssl.create_default_context(cafile=ca)
+        try:
+            wait_port(sink_port)
+            wait_port(tls_port)
+            smtp = ('[smtp]\nhost = "localhost"\nport = %d\ntls = "implicit"\nca_file = "%s"\ntimeout = "30s"'
+                    % (tls_port, ca))
+
+            def python_ssl(conns, total):
+                def worker(k):
+                    s = smtplib.SMTP_SSL("127.0.0.1", tls_port, context=ctx)
+                    for i in range(k):
+                        s.sendmail("a@example.com", ["b@example.com"], "Subject: %d\r\n\r\n%s" % (i, BODY))
+                    s.quit()
+                t = time.time()
+                threads = [threading.Thread(target=worker, args=(total // conns,)) for _ in range(conns)]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                return total / (time.time() - t)
+            ours, py = [], []
+            for _ in range(reps):
+                ours.append(n / self.cronmail_burst(n, smtp))
+                py.append(python_ssl(4, n))
+        finally:
+            tunnel.terminate()
+            sink.terminate()
+            tunnel.wait()
+            sink.wait()
+        o = statistics.median(ours)
+        p = statistics.median(py)
+        self.row("implicit", "implicit TLS -> stunnel -> smtp-sink", "%.0f msg/s (worst %.0f)" % (o, min(ours)),
+                 "4 Python SMTP_SSL, reused: %.0f msg/s" % p, "%.2fx" % (o / p), "")
+
+    # ------------------------------------------------------------------ 3-5. memory, idle, start-up
+
+    def spread_schedule(self, i):
+        # Distinct schedules (no sharing): minute, hour and day of month vary with i.
+        return "%d %d %d * *" % (i % 60, (i // 60) % 24, 1 + (i // 1440) % 28)
+
+    def rss(self, n, idle_seconds=0):
+        folder = os.path.join(self.work, "mem%d" % n)
+        path = self.jobs_toml(folder, n, "", schedule=self.spread_schedule,
+                              transport='[outbox]\ndir = "outbox"')
+        log = os.path.join(folder, "log.txt")
+        with open(log, "w") as f:
+            p = subprocess.Popen([CRONMAIL, "-c", path, "run"], stderr=f, cwd=folder)
+        try:
+            end = time.time() + 120
+            while "cronmail started" not in open(log).read():
+                if time.time() > end or p.poll() is not None:
+                    raise SystemExit("cronmail did not start: %s" % open(log).read())
+                time.sleep(0.05)
+            time.sleep(1)
+            status = open("/proc/%d/status" % p.pid).read()
+            rss_kb = int([l for l in status.splitlines() if l.startswith("VmRSS:")][0].split()[1])
+            idle = None
+            if idle_seconds:
+                def sample():
+                    stat = open("/proc/%d/stat" % p.pid).read().rsplit(")", 1)[1].split()
+                    cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
+                    vol = inv = 0
+                    for tid in os.listdir("/proc/%d/task" % p.pid):
+                        try:
+                            for l in open("/proc/%d/task/%s/status" % (p.pid, tid)):
+                                if l.startswith("voluntary_ctxt_switches"):
+                                    vol += int(l.split()[1])
+                                elif l.startswith("nonvoluntary_ctxt_switches"):
+                                    inv += int(l.split()[1])
+                        except OSError:
+                            pass
+                    return cpu, vol, inv
+                a = sample()
+                time.sleep(idle_seconds)
+                b = sample()
+                idle = ((b[0] - a[0]) / idle_seconds, (b[1] - a[1]) / idle_seconds, (b[2] - a[2]) / idle_seconds)
+            return rss_kb / 1024.0, idle
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+
+    def memory_idle(self):
+        print("3-4. memory (RSS after loading; distinct schedules) and idle cost", flush=True)
+        sizes = [10, 1000, 10000] if self.quick else [10, 1000, 10000, 100000]
+        window = 10 if self.quick else 60
+        for n in sizes:
+            mb, idle = self.rss(n, window if n == 10000 else 0)
+            goal, ok = "", None
+            if n == 10:
+                goal, ok = "<= 6 MB", mb <= 6
+            elif n == 10000:
+                goal, ok = "<= 16 MB", mb <= 16
+            self.row("memory", "RSS with %s jobs" % format(n, ","), "%.1f MB" % mb, "", "", goal, ok)
+            if idle:
+                cpu, vol, inv = idle
+                self.row("idle", "10,000 jobs, none due, %d s" % window,
+                         "%.3f wakeups/s, CPU %.2f ms/s" % (vol, cpu * 1000), "involuntary %.3f/s" % inv, "",
+                         "<= 0.1 wakeups/s", vol <= 0.1)
+
+    def startup(self):
+        reps = 5 if self.quick else 15
+        print("5. start-up: `cronmail check` (%d runs each, alternating)" % reps, flush=True)
+        big = self.jobs_toml(os.path.join(self.work, "check10k"), 10000, "", schedule=self.spread_schedule,
+                             transport='[outbox]\ndir = "outbox"')
+        small = self.jobs_toml(os.path.join(self.work, "check10"), 10, "", schedule=self.spread_schedule,
+                               transport='[outbox]\ndir = "outbox"')
+        tb, ts = [], []
+        for _ in range(reps):
+            for path, acc in ((big, tb), (small, ts)):
+                t = time.time()
+                subprocess.run([CRONMAIL, "-c", path, "check"], check=True, capture_output=True)
+                acc.append((time.time() - t) * 1000)
+        b, bw = med_worst(tb)
+        s, _ = med_worst(ts)
+        self.row("start-up", "`cronmail check`, 10,000 jobs", "%.0f ms (worst %.0f)" % (b, bw),
+                 "10 jobs: %.0f ms" % s, "", "<= 200 ms", b <= 200)
+
+    # ------------------------------------------------------------------ report
+
+    def machine(self):
+        cpu = "unknown CPU"
+        try:
+            for l in open("/proc/cpuinfo"):
+                if l.startswith("model name"):
+                    cpu = l.split(":", 1)[1].strip()
+                    break
+        except OSError:
+            pass
+        mem = "?"
+        try:
+            kb = int(open("/proc/meminfo").readline().split()[1])
+            mem = "%.0f GiB" % (kb / 1048576)
+        except (OSError, ValueError):
+            pass
+        return "%d cores (%s), %s RAM, Linux %s" % (os.cpu_count(), cpu, mem, platform.release())
+
+    def report(self, path, seconds):
+        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        out = ["# cronmail benchmarks", "",
+               "Written by `bench/run%s` on %s, in %.0f s." % (" --quick" if self.quick else "", now, seconds), "",
+               "Machine: %s. Shared and noisy: every comparison ran in the same invocation, alternating." % self.machine(),
+               "", "Medians of the repetitions; \"worst\" is the slowest repetition.", "",
+               "| section | measurement | cronmail | peer / baseline | ratio | goal | |",
+               "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            out.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
+        out += ["", "Notes:", ""] + ["- " + n for n in self.notes] + [""]
+        with open(path, "w") as f:
+            f.write("\n".join(out))
+        print("wrote %s" % path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes; under 2 minutes")
+    ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
+    ap.add_argument("--only", help="comma-separated: fire,sink,submission,implicit,memory,startup")
+    args = ap.parse_args()
+    started = time.time()
+    work = tempfile.mkdtemp(prefix="cronmail-bench-")
+    os.chmod(work, 0o755)  # Postfix, running as `postfix`, reads its files under it
+    b = Bench(args.quick, work)
+    steps = [("fire", b.fire_lateness), ("sink", b.sink_burst), ("submission", b.postfix_submission),
+             ("implicit", b.implicit_tls), ("memory", b.memory_idle), ("startup", b.startup)]
+    only = set(args.only.split(",")) if args.only else None
+    try:
+        for name, step in steps:
+            if only is None or name in only:
+                step()
+    finally:
+        if not os.environ.get("BENCH_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
+    b.report(args.out, time.time() - started)
+    missed = [r for r in b.rows if r[6] == "MISSED"]
+    print("%d goals missed" % len(missed))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
