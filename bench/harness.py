@@ -269,7 +269,9 @@ class Bench:
                 drain()
                 ceiling.append(max(reused(4, n), (drain(), reused(8, n))[1]))
                 drain()
-                ours.append(n / self.cronmail_burst(n, smtp, 4, {"BENCH_PW": PASSWORD}))
+                # max_connections is the knob: the better of 4 and 8, as for the ceiling.
+                ours.append(max(n / self.cronmail_burst(n, smtp, 4, {"BENCH_PW": PASSWORD}),
+                                (drain(), n / self.cronmail_burst(n, smtp, 8, {"BENCH_PW": PASSWORD}))[1]))
                 drain()
                 loop.append(smtplib_loop(n))
                 drain()
@@ -281,7 +283,7 @@ class Bench:
         lp = statistics.median(loop)
         m = statistics.median(msm)
         self.row("submission", "server ceiling (4 or 8 reused connections)", "", "%.0f msg/s" % c)
-        self.row("submission", "cronmail, %d due at once, 4 connections" % n, "%.0f msg/s (worst %.0f)" % (o, ow),
+        self.row("submission", "cronmail, %d due at once, 4 or 8 connections" % n, "%.0f msg/s (worst %.0f)" % (o, ow),
                  "ceiling %.0f msg/s" % c, "%.2fx" % (o / c), ">= 0.9x ceiling", o / c >= 0.9)
         self.row("submission", "vs a Python smtplib loop (connection per msg)", "%.0f msg/s" % o,
                  "smtplib %.0f msg/s" % lp, "%.1fx" % (o / lp), ">= 2x smtplib", o / lp >= 2)
@@ -364,21 +366,22 @@ class Bench:
                 def sample():
                     stat = open("/proc/%d/stat" % p.pid).read().rsplit(")", 1)[1].split()
                     cpu = (int(stat[11]) + int(stat[12])) / os.sysconf("SC_CLK_TCK")
-                    vol = inv = 0
+                    per_thread = {}
                     for tid in os.listdir("/proc/%d/task" % p.pid):
                         try:
-                            for l in open("/proc/%d/task/%s/status" % (p.pid, tid)):
-                                if l.startswith("voluntary_ctxt_switches"):
-                                    vol += int(l.split()[1])
-                                elif l.startswith("nonvoluntary_ctxt_switches"):
-                                    inv += int(l.split()[1])
-                        except OSError:
+                            fields = dict(l.split(":", 1) for l in open("/proc/%d/task/%s/status" % (p.pid, tid)))
+                            per_thread[tid] = (int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"]))
+                        except (OSError, KeyError, ValueError):
                             pass
-                    return cpu, vol, inv
+                    return cpu, per_thread
                 a = sample()
                 time.sleep(idle_seconds)
                 b = sample()
-                idle = ((b[0] - a[0]) / idle_seconds, (b[1] - a[1]) / idle_seconds, (b[2] - a[2]) / idle_seconds)
+                # Per thread, so a thread that exits (tokio's idle blocking threads do) does
+                # not make the sum go backwards; a new thread counts from zero.
+                vol = sum(v - a[1].get(t, (0, 0))[0] for t, (v, _) in b[1].items())
+                inv = sum(i - a[1].get(t, (0, 0))[1] for t, (_, i) in b[1].items())
+                idle = ((b[0] - a[0]) / idle_seconds, vol / idle_seconds, inv / idle_seconds)
             return rss_kb / 1024.0, idle
         finally:
             p.send_signal(signal.SIGTERM)

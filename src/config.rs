@@ -197,6 +197,8 @@ pub struct Job {
     pub enabled: bool,
     pub catch_up: CatchUp,
     pub max_late: Duration,
+    /// The first occurrence after the instant the config was loaded (`Host::now`).
+    pub first: Option<DateTime<Utc>>,
 }
 
 impl Job {
@@ -649,7 +651,14 @@ impl Cx<'_> {
         // Test-render every template for the job's next occurrence, so that an undefined
         // variable or a bad strftime shows now and not at 9:00 on Monday.
         for (job, spans) in jobs.iter().zip(&template_spans) {
-            let Ok(next) = job.schedule.validate(host.now) else {
+            let Some(next) = job.first else {
+                // No occurrence to render for (the schedule's problem is reported): at
+                // least compile them.
+                for (part, origin) in spans {
+                    if let Err(e) = templates.check(&job.name, *part) {
+                        self.template_error(origin, &job.name, *part, e.line, &e.message);
+                    }
+                }
                 continue;
             };
             for (part, origin) in spans {
@@ -1428,22 +1437,27 @@ impl Cx<'_> {
             Some(tz) => self.tz(tz, job),
             None => defaults.tz,
         };
-        let schedule = tz.and_then(|tz| match interner.parse(raw.schedule.get_ref(), tz) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.at(
-                    Some(raw.schedule.span()),
-                    job,
-                    format!("invalid schedule `{}`: {e}", raw.schedule.get_ref()),
-                );
-                None
-            }
-        });
-        if let Some(s) = &schedule
-            && let Err(e) = s.validate(now)
-        {
-            self.at(Some(raw.schedule.span()), job, e);
-        }
+        let mut first = None;
+        let schedule =
+            tz.and_then(
+                |tz| match interner.parse_validated(raw.schedule.get_ref(), tz, now) {
+                    Ok((s, fires)) => {
+                        match fires {
+                            Ok(t) => first = Some(t),
+                            Err(e) => self.at(Some(raw.schedule.span()), job, e),
+                        }
+                        Some(s)
+                    }
+                    Err(e) => {
+                        self.at(
+                            Some(raw.schedule.span()),
+                            job,
+                            format!("invalid schedule `{}`: {e}", raw.schedule.get_ref()),
+                        );
+                        None
+                    }
+                },
+            );
 
         let from = if let Some(f) = &raw.from {
             self.mailbox(f, job, "from")
@@ -1539,10 +1553,7 @@ impl Cx<'_> {
                     return;
                 }
             };
-            if let Err(e) = templates.add(&name, part, source) {
-                cx.template_error(&origin, &name, part, e.line, &e.message);
-                return;
-            }
+            templates.add(&name, part, source);
             origins.push((part, origin));
         };
         add(self, Part::Subject, Some(&raw.subject), None, true);
@@ -1562,6 +1573,13 @@ impl Cx<'_> {
         );
 
         if self.diags.len() > errors_before {
+            // The job is invalid and will not be test-rendered: still report its
+            // template mistakes now, with everything else.
+            for (part, origin) in &origins {
+                if let Err(e) = templates.check(&name, *part) {
+                    self.template_error(origin, &name, *part, e.line, &e.message);
+                }
+            }
             return None;
         }
         Some((
@@ -1577,6 +1595,7 @@ impl Cx<'_> {
                 enabled: raw.enabled.unwrap_or(true),
                 catch_up: catch_up?,
                 max_late: max_late?,
+                first,
             },
             origins,
         ))

@@ -42,13 +42,16 @@ impl Part {
 
 /// The templates of every job.
 ///
-/// Kept as source text and compiled at each render (microseconds for a reminder): a
-/// compiled minijinja template costs about 10 KB, which for 10,000 jobs with a subject
-/// and a body is 200 MB. Identical sources (a shared `body_file`) are stored once.
+/// A source used by one job is kept as text and compiled at each render (microseconds
+/// for a reminder): a compiled minijinja template costs about 10 KB, which for 10,000
+/// jobs with a subject and a body is 200 MB. A source shared by several jobs (a common
+/// `body_file`) is stored once and compiled once.
 pub struct Templates {
     env: Environment<'static>,
     sources: HashMap<(String, Part), Arc<str>>,
     interned: HashSet<Arc<str>>,
+    /// Shared sources, compiled into `env` under these names.
+    shared: HashMap<Arc<str>, String>,
 }
 
 impl fmt::Debug for Templates {
@@ -171,24 +174,52 @@ impl Templates {
             env,
             sources: HashMap::new(),
             interned: HashSet::new(),
+            shared: HashMap::new(),
         }
     }
 
-    /// Checks that one template of one job compiles, and keeps its source.
-    pub fn add(&mut self, job: &str, part: Part, source: String) -> Result<(), TemplateError> {
-        let name = name(job, part);
-        self.env
-            .template_from_named_str(&name, &source)
-            .map_err(|e| TemplateError::from_minijinja(&e))?;
-        let source: Arc<str> = if let Some(shared) = self.interned.get(source.as_str()) {
-            Arc::clone(shared)
+    /// Keeps the source of one template of one job. It is compiled when rendered (the
+    /// config's test render reports its mistakes), or by `check`.
+    pub fn add(&mut self, job: &str, part: Part, source: String) {
+        let source: Arc<str> = if let Some(known) = self.interned.get(source.as_str()) {
+            let known = Arc::clone(known);
+            // A second job uses it: compile it once, for all of them.
+            if !self.shared.contains_key(&known) {
+                let name = format!("shared:{}", self.shared.len());
+                if self
+                    .env
+                    .add_template_owned(name.clone(), known.to_string())
+                    .is_ok()
+                {
+                    self.shared.insert(Arc::clone(&known), name);
+                }
+            }
+            known
         } else {
             let owned: Arc<str> = Arc::from(source);
             self.interned.insert(Arc::clone(&owned));
             owned
         };
         self.sources.insert((job.to_owned(), part), source);
-        Ok(())
+    }
+
+    /// Compiles one template without rendering it: for a job whose schedule is invalid,
+    /// so that its template mistakes are reported too.
+    pub fn check(&self, job: &str, part: Part) -> Result<(), TemplateError> {
+        let source = self.source(job, part)?;
+        self.env
+            .template_from_named_str(&name(job, part), source)
+            .map(drop)
+            .map_err(|e| TemplateError::from_minijinja(&e))
+    }
+
+    fn source(&self, job: &str, part: Part) -> Result<&Arc<str>, TemplateError> {
+        self.sources
+            .get(&(job.to_owned(), part))
+            .ok_or_else(|| TemplateError {
+                line: None,
+                message: format!("job `{job}` has no {} template", part.key()),
+            })
     }
 
     /// Renders one part of a job for the occurrence `at`.
@@ -304,7 +335,7 @@ mod tests {
 
     fn one(src: &str) -> Result<String, TemplateError> {
         let mut t = Templates::new();
-        t.add("j", Part::Subject, src.to_owned())?;
+        t.add("j", Part::Subject, src.to_owned());
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
         let vars: Vars = [("owner", "Junho")].into_iter().collect();
         t.render_part("j", Part::Subject, at, chrono_tz::Europe::Berlin, &vars)

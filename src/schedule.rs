@@ -74,6 +74,8 @@ impl fmt::Debug for Schedule {
 #[derive(Default)]
 pub struct Interner {
     seen: HashMap<String, Arc<str>>,
+    /// First occurrences already found, per expression and zone.
+    validated: HashMap<(Arc<str>, Tz), DateTime<Utc>>,
 }
 
 impl Interner {
@@ -97,6 +99,53 @@ impl Interner {
         drop(cache);
         self.seen.insert(key.to_owned(), expr.clone());
         Ok(Schedule { expr, tz })
+    }
+
+    /// Parses `expr` and checks that it fires within the horizon: its first occurrence
+    /// after `now`. Each distinct expression and zone is parsed and searched once, so a
+    /// file of 10,000 distinct schedules loads without parsing any of them twice.
+    pub fn parse_validated(
+        &mut self,
+        expr: &str,
+        tz: Tz,
+        now: DateTime<Utc>,
+    ) -> Result<(Schedule, Result<DateTime<Utc>, String>), String> {
+        let key = expr.trim();
+        if let Some(shared) = self.seen.get(key)
+            && let Some(first) = self.validated.get(&(Arc::clone(shared), tz))
+        {
+            let first = *first;
+            let schedule = Schedule {
+                expr: Arc::clone(shared),
+                tz,
+            };
+            return Ok((schedule, Ok(first)));
+        }
+        let (schedule, cron) = if let Some(shared) = self.seen.get(key) {
+            let cron = parsed(shared).ok_or_else(|| format!("`{key}` no longer parses"))?;
+            let schedule = Schedule {
+                expr: Arc::clone(shared),
+                tz,
+            };
+            (schedule, cron)
+        } else {
+            let cron = Arc::new(parse_cron(key)?);
+            let expr: Arc<str> = Arc::from(key);
+            let mut cache = PARSED
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if cache.len() < PARSED_CACHE {
+                cache.insert(Arc::clone(&expr), Arc::clone(&cron));
+            }
+            drop(cache);
+            self.seen.insert(key.to_owned(), Arc::clone(&expr));
+            (Schedule { expr, tz }, cron)
+        };
+        let first = schedule.validate_with(&cron, now);
+        if let Ok(t) = first {
+            self.validated.insert((Arc::clone(&schedule.expr), tz), t);
+        }
+        Ok((schedule, first))
     }
 }
 
@@ -144,18 +193,28 @@ impl Schedule {
     /// The first occurrence strictly after `after`, or `None` if there is none.
     pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let cron = parsed(&self.expr)?;
+        self.next_with(&cron, after)
+    }
+
+    fn next_with(&self, cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let local = after.with_timezone(&self.tz);
         let next = cron.find_next_occurrence(&local, false).ok()?;
         // croner walks the wall clock and skips a time that a spring-forward gap
         // removes. crontab's rule, and ours, is to fire once right after the gap
         // instead, so look for a skipped match between `after` and croner's answer.
-        let skipped = self.gap_occurrence(&cron, after, next.with_timezone(&Utc));
+        let skipped = self.gap_occurrence(cron, after, next.with_timezone(&Utc));
         Some(skipped.unwrap_or_else(|| next.with_timezone(&Utc)))
     }
 
     /// Checks that the schedule fires at all within `HORIZON_YEARS` of `now`.
     pub fn validate(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
-        match self.next_after(now) {
+        let cron = parsed(&self.expr)
+            .ok_or_else(|| format!("schedule `{}` no longer parses", self.expr))?;
+        self.validate_with(&cron, now)
+    }
+
+    fn validate_with(&self, cron: &Cron, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+        match self.next_with(cron, now) {
             Some(t) if t - now <= Duration::days(366 * HORIZON_YEARS) => Ok(t),
             _ => Err(format!(
                 "schedule `{}` never fires (no occurrence in the next {HORIZON_YEARS} years)",
