@@ -143,12 +143,15 @@ fn xoauth2_config_mistakes_are_reported() {
         ),
         ("token_command = [\"t\"]\n", "XOAUTH2 needs `username`"),
     ];
-    for (smtp, expected) in cases {
-        let cfg = ConfigDir::new(&format!(
-            "{FROM}[smtp]\nhost = \"smtp.example.com\"\n{smtp}{JOB}"
-        ));
-        let out = cronmail(&cfg.path, &["check"], &[]);
-        assert_eq!(out.status.code(), Some(78), "{smtp}: {}", stderr(&out));
-        assert!(stderr(&out).contains(expected), "{smtp}: {}", stderr(&out));
-    }
+    assert_config_mistakes(
+        &cases
+            .iter()
+            .map(|(smtp, expected)| {
+                (
+                    format!("[smtp]\nhost = \"smtp.example.com\"\n{smtp}"),
+                    *expected,
+                )
+            })
+            .collect::<Vec<_>>(),
+    );
 }

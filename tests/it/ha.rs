@@ -252,13 +252,10 @@ fn ledger_config_mistakes_are_reported_with_their_place() {
             "not a PostgreSQL connection URL",
         ),
     ];
-    for (extra, expected) in cases {
-        let cfg = ConfigDir::new(&format!("{FROM}{smtp}{extra}{JOB}"));
-        let out = cronmail(&cfg.path, &["check"], &[]);
-        assert_eq!(out.status.code(), Some(78), "{extra}: {}", stderr(&out));
-        let err = stderr(&out);
-        assert!(err.contains(expected), "{extra}: {err}");
-        assert!(err.contains("jobs.toml:"), "no place: {err}");
-        assert!(!err.contains("hunter2"), "the password was echoed: {err}");
-    }
+    assert_config_mistakes(
+        &cases
+            .iter()
+            .map(|(extra, expected)| (format!("{smtp}{extra}"), *expected))
+            .collect::<Vec<_>>(),
+    );
 }

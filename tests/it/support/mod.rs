@@ -372,6 +372,22 @@ owner = "Junho"
 
 pub const FROM: &str = "from = \"Reminders <bot@example.com>\"\n";
 
+/// For each `(section, expected)`: `check` on `FROM` + `section` + `JOB` exits 78 with
+/// `expected` at a `jobs.toml:LINE:COL` place, and never echoes `hunter2` (the secret
+/// the cases may put where secrets do not belong).
+#[track_caller]
+pub fn assert_config_mistakes(cases: &[(String, &str)]) {
+    for (section, expected) in cases {
+        let cfg = ConfigDir::new(&format!("{FROM}{section}{JOB}"));
+        let out = cronmail(&cfg.path, &["check"], &[]);
+        assert_eq!(out.status.code(), Some(78), "{section}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{section}: {err}");
+        assert!(err.contains("jobs.toml:"), "no place: {err}");
+        assert!(!err.contains("hunter2"), "a secret was echoed: {err}");
+    }
+}
+
 /// Runs the real binary.
 pub fn cronmail(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronmail"));
