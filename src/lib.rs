@@ -10,7 +10,10 @@
 //! - [`timer`]: which occurrences are due, and the missed-run policy (pure).
 //! - [`render`]: templates -> subject and bodies for one occurrence (pure).
 //! - [`message`]: rendered parts -> RFC 5322 bytes and an envelope (pure).
-//! - [`mailer`]: a message -> SMTP over TLS, or the outbox; classifies failures.
+//! - [`mailer`]: a message -> SMTP over TLS, or the outbox; classifies failures, keeps
+//!   connections for bursts.
+//! - [`oauth2`]: XOAUTH2 access tokens from a refresh token, and `oauth2 authorize`.
+//! - [`ledger`]: what was sent, durably: `SQLite` for one node, `PostgreSQL` for several.
 //! - [`diagnose`], [`provider`]: hints for failures, provider presets.
 //! - [`daemon`]: the timer loop, deliveries, signals, reload, shutdown, `sd_notify`.
 //! - [`app`], [`cli`], [`logging`]: the command line.
