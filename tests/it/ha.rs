@@ -171,7 +171,10 @@ fn a_node_killed_mid_send_has_its_occurrence_delivered_by_another_after_the_leas
     );
     // The killed attempt, then the takeover. Under load the stuck attempt may first
     // time out and be retried by the same node before the kill lands: one more.
-    assert!(rows[0].3 >= 2, "the killed attempt, then the takeover: {rows:?}");
+    assert!(
+        rows[0].3 >= 2,
+        "the killed attempt, then the takeover: {rows:?}"
+    );
     // The takeover waits for the lease (8 s from the attempt's start), then a poll (1 s).
     assert!(took < Duration::from_secs(12), "{took:?}");
     eprintln!(
