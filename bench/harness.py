@@ -464,7 +464,7 @@ class Bench:
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smaller sizes; under 2 minutes")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes; about 80 s")
     ap.add_argument("--out", default=os.path.join(ROOT, "BENCHMARKS.md"))
     ap.add_argument("--only", help="comma-separated: fire,sink,submission,implicit,memory,startup")
     args = ap.parse_args()
