@@ -375,18 +375,15 @@ pub async fn open_ledger(config: &Config, exclusive: bool) -> Result<Arc<dyn Led
     match &config.ledger {
         config::LedgerConfig::Sqlite => {
             let dir = config.state_dir.clone();
-            let opened = tokio::task::spawn_blocking(move || {
+            let opened = on_blocking_pool(move || {
                 if exclusive {
                     SqliteLedger::open_exclusive(&dir)
                 } else {
                     SqliteLedger::open_at(&dir.join("ledger.sqlite3"))
                 }
             })
-            .await;
-            match opened {
-                Ok(l) => Ok(Arc::new(l?)),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+            .await?;
+            Ok(Arc::new(opened))
         }
         config::LedgerConfig::Postgres(pg) => {
             let password = match &pg.password {
@@ -394,14 +391,10 @@ pub async fn open_ledger(config: &Config, exclusive: bool) -> Result<Arc<dyn Led
                 None => None,
             };
             let pg = pg.clone();
-            let opened = tokio::task::spawn_blocking(move || {
-                PgLedger::connect(&pg, password.as_ref(), exclusive)
-            })
-            .await;
-            match opened {
-                Ok(l) => Ok(Arc::new(l?)),
-                Err(e) => std::panic::resume_unwind(e.into_panic()),
-            }
+            let opened =
+                on_blocking_pool(move || PgLedger::connect(&pg, password.as_ref(), exclusive))
+                    .await?;
+            Ok(Arc::new(opened))
         }
     }
 }
@@ -700,7 +693,12 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
 ) -> Result<T, LedgerError> {
     let ledger = Arc::clone(ledger);
-    match tokio::task::spawn_blocking(move || f(&*ledger)).await {
+    on_blocking_pool(move || f(&*ledger)).await
+}
+
+/// Runs `f` on the blocking pool; a panic in it is a panic here.
+async fn on_blocking_pool<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
         Ok(r) => r,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }

@@ -82,22 +82,10 @@ impl Interner {
     /// Checks `expr` (or reuses an earlier check), reporting croner's own reason on error.
     pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, String> {
         let key = expr.trim();
-        if let Some(expr) = self.seen.get(key) {
-            return Ok(Schedule {
-                expr: expr.clone(),
-                tz,
-            });
-        }
-        let cron = parse_cron(key)?;
-        let expr: Arc<str> = Arc::from(key);
-        let mut cache = PARSED
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() < PARSED_CACHE {
-            cache.insert(Arc::clone(&expr), Arc::new(cron));
-        }
-        drop(cache);
-        self.seen.insert(key.to_owned(), expr.clone());
+        let expr = match self.seen.get(key) {
+            Some(shared) => Arc::clone(shared),
+            None => self.first_parse(key)?.0,
+        };
         Ok(Schedule { expr, tz })
     }
 
@@ -111,41 +99,39 @@ impl Interner {
         now: DateTime<Utc>,
     ) -> Result<(Schedule, Result<DateTime<Utc>, String>), String> {
         let key = expr.trim();
-        if let Some(shared) = self.seen.get(key)
-            && let Some(first) = self.validated.get(&(Arc::clone(shared), tz))
-        {
-            let first = *first;
-            let schedule = Schedule {
-                expr: Arc::clone(shared),
-                tz,
-            };
-            return Ok((schedule, Ok(first)));
-        }
-        let (schedule, cron) = if let Some(shared) = self.seen.get(key) {
-            let cron = parsed(shared).ok_or_else(|| format!("`{key}` no longer parses"))?;
-            let schedule = Schedule {
-                expr: Arc::clone(shared),
-                tz,
-            };
-            (schedule, cron)
-        } else {
-            let cron = Arc::new(parse_cron(key)?);
-            let expr: Arc<str> = Arc::from(key);
-            let mut cache = PARSED
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if cache.len() < PARSED_CACHE {
-                cache.insert(Arc::clone(&expr), Arc::clone(&cron));
+        let (expr, cron) = match self.seen.get(key) {
+            Some(shared) => {
+                let shared = Arc::clone(shared);
+                if let Some(first) = self.validated.get(&(Arc::clone(&shared), tz)) {
+                    return Ok((Schedule { expr: shared, tz }, Ok(*first)));
+                }
+                let cron = parsed(&shared).ok_or_else(|| format!("`{key}` no longer parses"))?;
+                (shared, cron)
             }
-            drop(cache);
-            self.seen.insert(key.to_owned(), Arc::clone(&expr));
-            (Schedule { expr, tz }, cron)
+            None => self.first_parse(key)?,
         };
+        let schedule = Schedule { expr, tz };
         let first = schedule.validate_with(&cron, now);
         if let Ok(t) = first {
             self.validated.insert((Arc::clone(&schedule.expr), tz), t);
         }
         Ok((schedule, first))
+    }
+
+    /// The first parse of an expression: remembered as seen, and its parse kept in the
+    /// shared cache while there is room.
+    fn first_parse(&mut self, key: &str) -> Result<(Arc<str>, Arc<Cron>), String> {
+        let cron = Arc::new(parse_cron(key)?);
+        let expr: Arc<str> = Arc::from(key);
+        let mut cache = PARSED
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() < PARSED_CACHE {
+            cache.insert(Arc::clone(&expr), Arc::clone(&cron));
+        }
+        drop(cache);
+        self.seen.insert(key.to_owned(), Arc::clone(&expr));
+        Ok((expr, cron))
     }
 }
 
