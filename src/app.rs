@@ -14,7 +14,8 @@ use crate::clock::SystemClock;
 use crate::config::{self, Config, Host, TransportConfig};
 use crate::daemon::{self, StartError};
 use crate::exit::Exit;
-use crate::mailer::{Mailer, SendError};
+use crate::failure::Failure;
+use crate::mail::Mailer;
 
 /// Runs one command and returns its exit status. Errors are printed here, once.
 pub async fn execute(config_path: &Path, command: Command) -> Exit {
@@ -164,7 +165,7 @@ async fn check(path: &Path, smtp: bool) -> Exit {
                 match src.read().await {
                     Ok(token) => {
                         let _ = writeln!(out, "token: {src} printed an access token");
-                        if crate::mailer::looks_like_app_password(
+                        if crate::mail::looks_like_app_password(
                             secrecy::ExposeSecret::expose_secret(&token),
                         ) {
                             let _ = writeln!(
@@ -276,7 +277,7 @@ fn report_token_error(e: &crate::oauth2::TokenError) -> Exit {
     if let Some(hint) = &e.hint {
         let _ = writeln!(std::io::stderr(), "hint: {hint}");
     }
-    e.class.exit()
+    Exit::from(e.class)
 }
 
 async fn oauth2_authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u16) -> Exit {
@@ -300,8 +301,8 @@ async fn oauth2_authorize(path: &Path, provider: Option<OAuthProviderArg>, port:
         return Exit::Config;
     };
     let wanted = provider.map(|p| match p {
-        OAuthProviderArg::Microsoft => crate::oauth2::OAuthProvider::Microsoft,
-        OAuthProviderArg::Google => crate::oauth2::OAuthProvider::Google,
+        OAuthProviderArg::Microsoft => crate::config::OAuthProvider::Microsoft,
+        OAuthProviderArg::Google => crate::config::OAuthProvider::Google,
     });
     if let Some(w) = wanted
         && oauth2.provider != Some(w)
@@ -332,17 +333,17 @@ async fn oauth2_authorize(path: &Path, provider: Option<OAuthProviderArg>, port:
             if let Some(hint) = &e.hint {
                 let _ = writeln!(std::io::stderr(), "hint: {hint}");
             }
-            e.class.exit()
+            Exit::from(e.class)
         }
     }
 }
 
-fn report_send_error(e: &SendError) -> Exit {
+fn report_send_error(e: &Failure) -> Exit {
     print_error(&e.to_string());
     if let Some(hint) = &e.hint {
         let _ = writeln!(std::io::stderr(), "hint: {hint}");
     }
-    e.class.exit()
+    Exit::from(e.class)
 }
 
 fn next(path: &Path, job: Option<&str>, count: usize, from: Option<&str>) -> Exit {

@@ -26,8 +26,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use crate::diagnostic::{Diagnostic, Diagnostics, Source};
-pub use crate::oauth2::{OAuth2Config, OAuthProvider};
-use crate::provider::Provider;
+pub use crate::provider::{OAuthProvider, Provider};
 use crate::render::{Part, Templates};
 use crate::schedule::{Interner, Schedule};
 use crate::secret::SecretSource;
@@ -171,6 +170,22 @@ impl SmtpConfig {
     pub fn effective_provider(&self) -> Option<Provider> {
         self.provider.or_else(|| Provider::from_host(&self.host))
     }
+}
+
+/// The validated `[smtp.oauth2]` section.
+#[derive(Clone, Debug)]
+pub struct OAuth2Config {
+    pub provider: Option<OAuthProvider>,
+    pub client_id: String,
+    pub client_secret: Option<SecretSource>,
+    /// Holds the refresh token; rewritten (mode 0600) when the provider rotates it.
+    pub refresh_token_file: PathBuf,
+    pub token_url: String,
+    /// The device-code endpoint, for `authorize` (Microsoft's by default).
+    pub device_code_url: Option<String>,
+    /// The browser sign-in page, for `authorize` with a loopback redirect (Google's by default).
+    pub authorize_url: Option<String>,
+    pub scope: String,
 }
 
 /// Where messages go.
@@ -972,7 +987,7 @@ impl Cx<'_> {
             }
             found
         });
-        let preset = provider.map(Provider::preset);
+        let preset = provider.map(Provider::submission);
 
         let tls = match &raw.tls {
             Some(t) => match t.get_ref().as_str() {
@@ -986,14 +1001,20 @@ impl Cx<'_> {
                     None
                 }
             },
-            None => Some(preset.map_or(TlsMode::Starttls, |p| p.2)),
+            None => Some(preset.map_or(TlsMode::Starttls, |p| {
+                if p.implicit_tls {
+                    TlsMode::Implicit
+                } else {
+                    TlsMode::Starttls
+                }
+            })),
         };
 
         let host = raw
             .host
             .as_ref()
             .map(|h| h.get_ref().trim().to_owned())
-            .or_else(|| preset.map(|p| p.0.to_owned()));
+            .or_else(|| preset.map(|p| p.host.to_owned()));
         let host = match host {
             Some(h) if !h.is_empty() => Some(h),
             _ => {
@@ -1020,7 +1041,7 @@ impl Cx<'_> {
             },
             // An explicit `tls` overrides the preset's mode, and with it the port.
             None => tls.map(|t| match (raw.tls.is_some(), preset) {
-                (false, Some(p)) => p.1,
+                (false, Some(p)) => p.port,
                 _ => t.default_port(),
             }),
         };

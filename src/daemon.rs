@@ -20,8 +20,9 @@ use tracing::{Instrument, error, info, info_span, warn};
 use crate::clock::Clock;
 use crate::config::{self, Config, Host};
 use crate::diagnostic::Diagnostics;
+use crate::failure::{ErrorClass, Failure};
 use crate::ledger::{Key, Ledger, LedgerError, PgLedger, SqliteLedger, State};
-use crate::mailer::{Delivered, ErrorClass, Mailer, SendError};
+use crate::mail::{Delivered, Mailer};
 use crate::message::{self, ComposeError, Outgoing};
 use crate::render::TemplateError;
 use crate::retry;
@@ -58,7 +59,7 @@ pub enum StartError {
     #[error("reading the SMTP password: {0}")]
     Secret(#[from] SecretError),
     #[error("setting up the mailer: {0}")]
-    Mailer(SendError),
+    Mailer(Failure),
     #[error("{0}")]
     Ledger(#[from] LedgerError),
 }
@@ -95,7 +96,7 @@ pub enum DeliverError {
     #[error("{0}")]
     Compose(#[from] ComposeError),
     #[error("{0}")]
-    Send(#[from] SendError),
+    Send(#[from] Failure),
     #[error("the ledger: {0}")]
     Ledger(String),
 }
@@ -180,7 +181,7 @@ pub fn log_failure(
             server = %server,
             username = %username,
             class = %e.class,
-            phase = e.phase.name(),
+            phase = e.phase.map_or("", crate::failure::Phase::name),
             smtp_code = e.code.unwrap_or(0),
             reply = e.reply.as_deref().unwrap_or(""),
             hint = e.hint.as_deref().unwrap_or(""),

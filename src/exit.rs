@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use crate::failure::ErrorClass;
+
 /// What a command's outcome means to the caller, mapped to a sysexits code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Exit {
@@ -48,5 +50,19 @@ impl Exit {
 impl From<Exit> for ExitCode {
     fn from(exit: Exit) -> Self {
         ExitCode::from(exit.code())
+    }
+}
+
+/// A failed send's exit code: the class decides it, so scripts can tell a wrong
+/// password (77) from a server that is down (69) or busy (75).
+impl From<ErrorClass> for Exit {
+    fn from(class: ErrorClass) -> Self {
+        match class {
+            ErrorClass::Auth => Exit::NoPerm,
+            ErrorClass::Tls | ErrorClass::Connect => Exit::Unavailable,
+            ErrorClass::Timeout | ErrorClass::Transient => Exit::TempFail,
+            ErrorClass::Permanent => Exit::Rejected,
+            ErrorClass::Local => Exit::Io,
+        }
     }
 }

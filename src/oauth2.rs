@@ -9,8 +9,7 @@
 //! `error_description`, which hold no secret.
 
 use std::fmt;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -18,7 +17,8 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
-use crate::mailer::ErrorClass;
+use crate::config::{OAuth2Config, OAuthProvider};
+use crate::failure::{ErrorClass, Failure, error_chain};
 use crate::secret::SecretSource;
 
 /// A cached access token is used until this long before it expires, so that it does
@@ -33,81 +33,6 @@ const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A token endpoint's answer larger than this is not a token response.
 const MAX_RESPONSE: usize = 256 * 1024;
-
-/// Where the built-in flow's defaults come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OAuthProvider {
-    Microsoft,
-    Google,
-}
-
-impl OAuthProvider {
-    pub fn name(self) -> &'static str {
-        match self {
-            OAuthProvider::Microsoft => "microsoft",
-            OAuthProvider::Google => "google",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "microsoft" => Some(OAuthProvider::Microsoft),
-            "google" => Some(OAuthProvider::Google),
-            _ => None,
-        }
-    }
-
-    /// The scope SMTP sending needs (Microsoft's `offline_access` gets a refresh token).
-    pub fn scope(self) -> &'static str {
-        match self {
-            OAuthProvider::Microsoft => "https://outlook.office.com/SMTP.Send offline_access",
-            OAuthProvider::Google => "https://mail.google.com/",
-        }
-    }
-
-    pub fn token_url(self, tenant: &str) -> String {
-        match self {
-            OAuthProvider::Microsoft => {
-                format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
-            }
-            OAuthProvider::Google => "https://oauth2.googleapis.com/token".to_owned(),
-        }
-    }
-
-    pub fn device_code_url(self, tenant: &str) -> Option<String> {
-        match self {
-            OAuthProvider::Microsoft => Some(format!(
-                "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"
-            )),
-            OAuthProvider::Google => None,
-        }
-    }
-
-    pub fn authorize_url(self) -> Option<String> {
-        match self {
-            OAuthProvider::Microsoft => None,
-            OAuthProvider::Google => {
-                Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned())
-            }
-        }
-    }
-}
-
-/// The validated `[smtp.oauth2]` section.
-#[derive(Clone, Debug)]
-pub struct OAuth2Config {
-    pub provider: Option<OAuthProvider>,
-    pub client_id: String,
-    pub client_secret: Option<SecretSource>,
-    /// Holds the refresh token; rewritten (mode 0600) when the provider rotates it.
-    pub refresh_token_file: PathBuf,
-    pub token_url: String,
-    /// The device-code endpoint, for `authorize` (Microsoft's by default).
-    pub device_code_url: Option<String>,
-    /// The browser sign-in page, for `authorize` with a loopback redirect (Google's by default).
-    pub authorize_url: Option<String>,
-    pub scope: String,
-}
 
 /// A token endpoint failure, classed like a send failure.
 #[derive(Clone, Debug)]
@@ -130,6 +55,19 @@ impl fmt::Display for TokenError {
 }
 
 impl std::error::Error for TokenError {}
+
+impl From<TokenError> for Failure {
+    fn from(e: TokenError) -> Self {
+        Failure {
+            class: e.class,
+            phase: None,
+            code: None,
+            reply: None,
+            detail: e.detail,
+            hint: e.hint,
+        }
+    }
+}
 
 /// A token endpoint's JSON answer, success or error (RFC 6749 5.1, 5.2; RFC 8628 3.5).
 /// No `Debug`: it holds tokens.
@@ -246,7 +184,7 @@ impl TokenSource {
             let path = file.clone();
             let value = new.clone();
             let written = tokio::task::spawn_blocking(move || {
-                write_secret_file(&path, value.expose_secret())
+                crate::persist::write_secret_file(&path, value.expose_secret())
             })
             .await;
             match written {
@@ -281,10 +219,7 @@ impl Endpoint {
             .build()
             .map_err(|e| TokenError {
                 class: ErrorClass::Local,
-                detail: format!(
-                    "setting up HTTPS for OAuth2: {}",
-                    crate::mailer::error_chain(&e)
-                ),
+                detail: format!("setting up HTTPS for OAuth2: {}", error_chain(&e)),
                 hint: None,
                 oauth_error: None,
             })?;
@@ -459,53 +394,10 @@ fn http_error(url: &str, e: &reqwest::Error) -> TokenError {
     // reqwest's messages name the URL, never the form (which holds the tokens).
     TokenError {
         class,
-        detail: format!(
-            "reaching the token endpoint: {}",
-            crate::mailer::error_chain(e)
-        ),
+        detail: format!("reaching the token endpoint: {}", error_chain(e)),
         hint: Some("cronmail will try again".to_owned()),
         oauth_error: None,
     }
-}
-
-/// Replaces `path` with `value` atomically, mode 0600. The file keeps the owner of
-/// the file it replaces (or of its folder), so that root running `cronmail oauth2
-/// authorize` leaves a file the service's user can still rewrite.
-pub fn write_secret_file(path: &Path, value: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("not a file name"))?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let result = (|| {
-        f.write_all(value.as_bytes())?;
-        f.write_all(b"\n")?;
-        f.sync_all()?;
-        let owner = std::fs::metadata(path).or_else(|_| std::fs::metadata(&dir))?;
-        let mine = f.metadata()?;
-        if (owner.uid(), owner.gid()) != (mine.uid(), mine.gid()) {
-            // Only root may give a file away; anyone else keeps their own file.
-            let _ = std::os::unix::fs::fchown(&f, Some(owner.uid()), Some(owner.gid()));
-        }
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(&dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 // ---------------------------------------------------------------------------------------
@@ -575,7 +467,7 @@ pub async fn authorize(
         if let Some(dir) = target.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        write_secret_file(&target, &value)
+        crate::persist::write_secret_file(&target, &value)
     })
     .await
     .map_err(|e| TokenError {
@@ -887,23 +779,5 @@ mod tests {
             &config,
         );
         assert_eq!(e.class, ErrorClass::Transient);
-    }
-
-    #[test]
-    fn a_secret_file_is_replaced_whole_with_mode_0600() {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rt");
-        std::fs::write(&path, "old\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        write_secret_file(&path, "new").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "new\n");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "a temporary file was left"
-        );
     }
 }

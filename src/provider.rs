@@ -4,7 +4,14 @@
 //! "unverified" there are not used as match patterns: a hint only quotes a reply we
 //! have seen in a real transcript, and otherwise gives the provider's general advice.
 
-use crate::config::TlsMode;
+/// A provider's submission service, the defaults a `provider = "..."` preset gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Submission {
+    pub host: &'static str,
+    pub port: u16,
+    /// TLS from the first byte (port 465), else STARTTLS.
+    pub implicit_tls: bool,
+}
 
 /// A provider preset named by `provider = "..."` in `[smtp]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,19 +61,24 @@ impl Provider {
         Self::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// Host, port and TLS mode of the submission service.
-    pub fn preset(self) -> (&'static str, u16, TlsMode) {
-        match self {
-            Provider::Gmail => ("smtp.gmail.com", 587, TlsMode::Starttls),
-            Provider::Outlook => ("smtp-mail.outlook.com", 587, TlsMode::Starttls),
-            Provider::Office365 => ("smtp.office365.com", 587, TlsMode::Starttls),
-            Provider::Yahoo => ("smtp.mail.yahoo.com", 465, TlsMode::Implicit),
-            Provider::Aol => ("smtp.aol.com", 465, TlsMode::Implicit),
-            Provider::Naver => ("smtp.naver.com", 587, TlsMode::Starttls),
-            Provider::Fastmail => ("smtp.fastmail.com", 465, TlsMode::Implicit),
-            Provider::Icloud => ("smtp.mail.me.com", 587, TlsMode::Starttls),
-            Provider::Zoho => ("smtp.zoho.com", 465, TlsMode::Implicit),
-            Provider::Gmx => ("mail.gmx.net", 587, TlsMode::Starttls),
+    /// The submission service: host, port, and whether TLS starts at the first byte.
+    pub fn submission(self) -> Submission {
+        let (host, port, implicit_tls) = match self {
+            Provider::Gmail => ("smtp.gmail.com", 587, false),
+            Provider::Outlook => ("smtp-mail.outlook.com", 587, false),
+            Provider::Office365 => ("smtp.office365.com", 587, false),
+            Provider::Yahoo => ("smtp.mail.yahoo.com", 465, true),
+            Provider::Aol => ("smtp.aol.com", 465, true),
+            Provider::Naver => ("smtp.naver.com", 587, false),
+            Provider::Fastmail => ("smtp.fastmail.com", 465, true),
+            Provider::Icloud => ("smtp.mail.me.com", 587, false),
+            Provider::Zoho => ("smtp.zoho.com", 465, true),
+            Provider::Gmx => ("mail.gmx.net", 587, false),
+        };
+        Submission {
+            host,
+            port,
+            implicit_tls,
         }
     }
 
@@ -137,6 +149,65 @@ impl Provider {
             Provider::Gmx => {
                 "enable POP3/IMAP/SMTP access in the GMX mail settings (off by default), and use an \
                  application-specific password when 2FA is on"
+            }
+        }
+    }
+}
+
+/// Where the built-in flow's defaults come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OAuthProvider {
+    Microsoft,
+    Google,
+}
+
+impl OAuthProvider {
+    pub fn name(self) -> &'static str {
+        match self {
+            OAuthProvider::Microsoft => "microsoft",
+            OAuthProvider::Google => "google",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "microsoft" => Some(OAuthProvider::Microsoft),
+            "google" => Some(OAuthProvider::Google),
+            _ => None,
+        }
+    }
+
+    /// The scope SMTP sending needs (Microsoft's `offline_access` gets a refresh token).
+    pub fn scope(self) -> &'static str {
+        match self {
+            OAuthProvider::Microsoft => "https://outlook.office.com/SMTP.Send offline_access",
+            OAuthProvider::Google => "https://mail.google.com/",
+        }
+    }
+
+    pub fn token_url(self, tenant: &str) -> String {
+        match self {
+            OAuthProvider::Microsoft => {
+                format!("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token")
+            }
+            OAuthProvider::Google => "https://oauth2.googleapis.com/token".to_owned(),
+        }
+    }
+
+    pub fn device_code_url(self, tenant: &str) -> Option<String> {
+        match self {
+            OAuthProvider::Microsoft => Some(format!(
+                "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"
+            )),
+            OAuthProvider::Google => None,
+        }
+    }
+
+    pub fn authorize_url(self) -> Option<String> {
+        match self {
+            OAuthProvider::Microsoft => None,
+            OAuthProvider::Google => {
+                Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned())
             }
         }
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::Delivery;
+use crate::failure::ErrorClass;
 use crate::ledger::State;
-use crate::mailer::ErrorClass;
 
 /// What to do with one occurrence after a failed attempt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

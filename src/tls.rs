@@ -1,16 +1,12 @@
-//! TLS helpers: one crypto provider, naming certificate failures, and the
-//! `check --smtp` probe that reports what the server presents.
+//! TLS helpers: one crypto provider, the client configurations (system roots plus
+//! `ca_file`, or a pin), naming certificate failures, and describing a certificate.
+//! A leaf below the mail stage: it knows rustls, not SMTP.
 
 use std::sync::{Arc, Once};
-use std::time::Duration;
 
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{CertificateError, ClientConfig, RootCertStore};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-use crate::config::{SmtpConfig, TlsMode};
 
 /// lettre and other rustls users in one process can each pick a different default
 /// provider and then panic; install ring once, before any TLS is set up.
@@ -80,7 +76,7 @@ pub fn is_tls_failure(e: &lettre::transport::smtp::Error) -> bool {
 pub fn is_tls_error(e: &(dyn std::error::Error + 'static)) -> bool {
     rustls_error(e).is_some()
         || handshake_cut(e)
-        || crate::mailer::error_chain(e).contains("InvalidContentType")
+        || crate::failure::error_chain(e).contains("InvalidContentType")
 }
 
 /// A sentence naming why TLS failed.
@@ -91,7 +87,7 @@ pub fn describe_failure(e: &(dyn std::error::Error + 'static)) -> String {
                     versions or ciphers cronmail refuses (TLS 1.2 and 1.3 only), or not speak TLS on this port"
                 .to_owned();
         }
-        return crate::mailer::error_chain(e);
+        return crate::failure::error_chain(e);
     };
     describe_rustls(r)
 }
@@ -121,10 +117,6 @@ pub(crate) fn describe_rustls(r: &rustls::Error) -> String {
     }
 }
 
-fn root_store(cfg: &SmtpConfig) -> RootCertStore {
-    roots(&cfg.extra_roots)
-}
-
 /// The system's roots (which honour `SSL_CERT_FILE` and `SSL_CERT_DIR`) plus `extra`.
 fn roots(extra: &[Vec<u8>]) -> RootCertStore {
     let mut roots = RootCertStore::empty();
@@ -134,20 +126,41 @@ fn roots(extra: &[Vec<u8>]) -> RootCertStore {
     roots
 }
 
-/// The client configuration for implicit TLS to the SMTP server: the system roots plus
-/// `ca_file`, or with `tls_fingerprint` exactly the pinned certificate (the handshake
-/// signature is still verified with its key). TLS 1.2 and 1.3 only.
-pub fn smtp_client_config(cfg: &SmtpConfig) -> ClientConfig {
+/// Whom a client configuration trusts.
+#[derive(Clone, Copy, Debug)]
+pub enum Trust<'a> {
+    /// The system roots plus these DER certificates (`ca_file`).
+    Roots(&'a [Vec<u8>]),
+    /// Exactly the certificate with this SHA-256 (`tls_fingerprint`); the handshake
+    /// signature is still verified with its key.
+    Pinned([u8; 32]),
+    /// Any certificate: only to read the fingerprint of one that failed verification,
+    /// never to send.
+    AnyCertificate,
+}
+
+/// A client configuration for `trust`. TLS 1.2 and 1.3 only.
+pub fn client_config(trust: Trust<'_>) -> ClientConfig {
     install_crypto_provider();
-    match cfg.tls_fingerprint {
-        Some(pin) => ClientConfig::builder()
+    let pinned = |pin| {
+        ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(Some(pin))))
+            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
+            .with_no_client_auth()
+    };
+    match trust {
+        Trust::Roots(extra) => ClientConfig::builder()
+            .with_root_certificates(roots(extra))
             .with_no_client_auth(),
-        None => ClientConfig::builder()
-            .with_root_certificates(root_store(cfg))
-            .with_no_client_auth(),
+        Trust::Pinned(pin) => pinned(Some(pin)),
+        Trust::AnyCertificate => pinned(None),
     }
+}
+
+/// The client configuration for the SMTP server: the system roots plus `ca_file`, or
+/// with `tls_fingerprint` exactly the pinned certificate.
+pub fn smtp_client_config(pin: Option<[u8; 32]>, extra_roots: &[Vec<u8>]) -> ClientConfig {
+    client_config(pin.map_or(Trust::Roots(extra_roots), Trust::Pinned))
 }
 
 /// A verifying client configuration (system roots plus `extra`), for HTTPS to an
@@ -159,79 +172,6 @@ pub fn https_client_config(extra: &[Vec<u8>]) -> ClientConfig {
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config
-}
-
-/// Connects, does TLS (implicit, or after EHLO and STARTTLS) and reports the session.
-/// Verification is the same as for sending: system roots plus `ca_file`.
-/// With `any_certificate`, no certificate is refused: only to show the fingerprint of
-/// one that failed verification, so the user can check it and pin it. Nothing is sent.
-pub async fn inspect(cfg: &SmtpConfig, any_certificate: bool) -> Result<PeerInfo, String> {
-    install_crypto_provider();
-    let pinned = |pin| {
-        ClientConfig::builder()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinVerifier::new(pin)))
-            .with_no_client_auth()
-    };
-    let config = Arc::new(match (cfg.tls_fingerprint, any_certificate) {
-        (_, true) => pinned(None),
-        (Some(pin), false) => pinned(Some(pin)),
-        (None, false) => ClientConfig::builder()
-            .with_root_certificates(root_store(cfg))
-            .with_no_client_auth(),
-    });
-    let name = ServerName::try_from(cfg.host.clone())
-        .map_err(|e| format!("`{}` is not a valid host name: {e}", cfg.host))?;
-    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
-        .await
-        .map_err(|e| format!("connecting to {}:{}: {e}", cfg.host, cfg.port))?;
-    let mut tcp = BufReader::new(tcp);
-    if cfg.tls == TlsMode::Starttls {
-        read_reply(&mut tcp).await?;
-        tcp.get_mut()
-            .write_all(b"EHLO cronmail-check\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let ehlo = read_reply(&mut tcp).await?;
-        if !ehlo.iter().any(|l| {
-            l.get(4..)
-                .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
-        }) {
-            return Err("the server did not offer STARTTLS".to_owned());
-        }
-        tcp.get_mut()
-            .write_all(b"STARTTLS\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let reply = read_reply(&mut tcp).await?;
-        if !reply.last().is_some_and(|l| l.starts_with("220")) {
-            return Err(format!("the server refused STARTTLS: {}", reply.join(" ")));
-        }
-    }
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let mut tls = connector
-        .connect(name, tcp.into_inner())
-        .await
-        .map_err(|e| {
-            e.get_ref()
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-                .map_or_else(|| format!("TLS handshake: {e}"), describe_rustls)
-        })?;
-    let (_, session) = tls.get_ref();
-    let version = session.protocol_version().map_or_else(
-        || "unknown".to_owned(),
-        |v| format!("{v:?}").replace('_', "."),
-    );
-    let leaf = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or("the server sent no certificate")?
-        .clone();
-    let _ = tls.write_all(b"QUIT\r\n").await;
-    let _ = tls.shutdown().await;
-    let mut info = describe_certificate(&leaf);
-    info.version = version;
-    Ok(info)
 }
 
 /// `sha256:HEX` of a DER certificate, in msmtp's `tls_fingerprint` syntax.
@@ -306,7 +246,8 @@ impl rustls::client::danger::ServerCertVerifier for PinVerifier {
     }
 }
 
-fn describe_certificate(der: &[u8]) -> PeerInfo {
+/// Subject, issuer, expiry and fingerprint of a DER certificate (`version` left empty).
+pub fn describe_certificate(der: &[u8]) -> PeerInfo {
     let (subject, issuer, not_after) = match x509_parser::parse_x509_certificate(der) {
         Ok((_, cert)) => (
             cert.subject().to_string(),
@@ -321,26 +262,5 @@ fn describe_certificate(der: &[u8]) -> PeerInfo {
         issuer,
         not_after,
         fingerprint: fingerprint(der),
-    }
-}
-
-/// Reads one (possibly multi-line) SMTP reply.
-async fn read_reply(r: &mut BufReader<TcpStream>) -> Result<Vec<String>, String> {
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
-            .await
-            .map_err(|_| "the server did not answer".to_owned())?
-            .map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the server closed the connection".to_owned());
-        }
-        let line = line.trim_end().to_owned();
-        let last = line.as_bytes().get(3) != Some(&b'-');
-        lines.push(line);
-        if last || lines.len() > 100 {
-            return Ok(lines);
-        }
     }
 }

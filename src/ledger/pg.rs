@@ -125,7 +125,7 @@ impl PgLedger {
     fn db_error(&self, e: &postgres::Error) -> LedgerError {
         let error = match e.as_db_error() {
             Some(db) => format!("{}: {}", db.severity(), db.message()),
-            None => crate::mailer::error_chain(e),
+            None => crate::failure::error_chain(e),
         };
         LedgerError::Db {
             url: self.url.clone(),

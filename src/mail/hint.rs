@@ -5,12 +5,11 @@
 //! `[HOST.PROD.OUTLOOK.COM ...]`. A provider's hint applies when the reply matches it,
 //! or when the host is that provider's and the reply is a generic auth failure.
 
-use crate::config::{AuthMethod, SmtpConfig, TlsMode};
-use crate::mailer::{ErrorClass, Phase, SendError};
-use crate::provider::Provider;
+use crate::config::{AuthMethod, Provider, SmtpConfig, TlsMode};
+use crate::failure::{ErrorClass, Failure, Phase};
 
 /// The hint for a failed send, if there is something useful to say.
-pub fn hint(err: &SendError, cfg: &SmtpConfig) -> Option<String> {
+pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
     let reply = err.reply.as_deref().unwrap_or("");
     let has = |s: &str| reply.to_ascii_lowercase().contains(&s.to_ascii_lowercase());
     let code = err.code;
@@ -176,9 +175,9 @@ fn auth_hint(
     }
 }
 
-fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
+fn tls_hint(err: &Failure, cfg: &SmtpConfig) -> String {
     let d = err.detail.as_str();
-    if err.phase == Phase::Starttls && d.contains("did not offer STARTTLS") {
+    if err.phase == Some(Phase::Starttls) && d.contains("did not offer STARTTLS") {
         return format!(
             "{}:{} does not offer STARTTLS. If this port expects TLS from the first byte (usually 465), \
              set `tls = \"implicit\"`; cronmail never falls back to plain text",
@@ -191,7 +190,7 @@ fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
                 prints in `tls_fingerprint`; otherwise the connection may be intercepted"
             .to_owned();
     }
-    if err.phase == Phase::Starttls && err.code.is_some() {
+    if err.phase == Some(Phase::Starttls) && err.code.is_some() {
         return "the server refused STARTTLS; nothing was sent. Try again later, or ask the server's operator".to_owned();
     }
     if d.contains("not trusted") || d.contains("unknown issuer") {
@@ -233,7 +232,7 @@ fn tls_hint(err: &SendError, cfg: &SmtpConfig) -> String {
     "TLS could not be established; nothing was sent".to_owned()
 }
 
-fn permanent_hint(err: &SendError, has: &dyn Fn(&str) -> bool) -> String {
+fn permanent_hint(err: &Failure, has: &dyn Fn(&str) -> bool) -> String {
     if has("SendAsDenied")
         || has("5.7.60")
         || has("Relaying disallowed")
@@ -247,10 +246,10 @@ fn permanent_hint(err: &SendError, has: &dyn Fn(&str) -> bool) -> String {
         return "the account's daily sending limit is reached".to_owned();
     }
     match err.phase {
-        Phase::Rcpt => {
+        Some(Phase::Rcpt) => {
             "the server refused a recipient; check the addresses in `to`, `cc` and `bcc`".to_owned()
         }
-        Phase::Mail => "the server refused the sender; check `from`".to_owned(),
+        Some(Phase::Mail) => "the server refused the sender; check `from`".to_owned(),
         _ => "the server refused the message permanently; cronmail will not retry it".to_owned(),
     }
 }

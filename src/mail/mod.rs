@@ -1,0 +1,109 @@
+//! The mail stage: a message -> SMTP over TLS, or the outbox folder.
+//!
+//! We drive lettre's `AsyncSmtpConnection` one phase at a time (connect, STARTTLS,
+//! AUTH, MAIL, RCPT, DATA) instead of its `AsyncSmtpTransport`, for three reasons:
+//! - STARTTLS is checked here, before any AUTH: lettre's `Tls::Opportunistic` would send
+//!   credentials in clear to a server that does not offer it, and we never downgrade.
+//! - Knowing the phase of a failure is what makes the class and the hint right (a 535
+//!   at AUTH is a credential problem; a 550 at RCPT is a bad recipient).
+//! - lettre's async transport has no read timeout and its pool no connection cap; the
+//!   whole transaction is bounded by `timeout` and concurrent connections by a semaphore.
+//!
+//! Files: `smtp` (connect, TLS, the pin, MAIL/RCPT/DATA, classifying), `auth` (PLAIN,
+//! LOGIN, XOAUTH2), `pool` (kept connections and the cap), `outbox`, `probe`
+//! (`check --smtp`), `hint` (what to tell the user, computed once per failure).
+
+mod auth;
+pub mod hint;
+mod outbox;
+mod pool;
+mod probe;
+mod smtp;
+
+use secrecy::SecretString;
+
+use crate::config::TransportConfig;
+use crate::failure::Failure;
+use crate::message::Outgoing;
+
+pub use auth::looks_like_app_password;
+pub use outbox::Outbox;
+pub use probe::ProbeReport;
+pub use smtp::SmtpMailer;
+
+/// The server's answer to a delivered message.
+#[derive(Clone, Debug)]
+pub struct Delivered {
+    pub code: u16,
+    pub reply: String,
+}
+
+impl Delivered {
+    /// `250 2.0.0 Ok: queued as X`: what the ledger keeps.
+    pub fn reply_line(&self) -> String {
+        format!("{} {}", self.code, self.reply)
+    }
+}
+
+/// Sends messages: over SMTP, or into the outbox folder.
+pub enum Mailer {
+    Smtp(Box<SmtpMailer>),
+    Outbox(Outbox),
+}
+
+impl Mailer {
+    /// Builds the transport for `config`. `password` is the secret read from the
+    /// configured source, if any.
+    pub fn new(
+        config: &TransportConfig,
+        password: Option<SecretString>,
+        max_connections: usize,
+    ) -> Result<Self, Failure> {
+        match config {
+            TransportConfig::Smtp(smtp) => Ok(Mailer::Smtp(Box::new(SmtpMailer::new(
+                smtp,
+                password,
+                max_connections,
+            )?))),
+            TransportConfig::Outbox { dir } => Ok(Mailer::Outbox(Outbox { dir: dir.clone() })),
+        }
+    }
+
+    pub async fn send(&self, out: &Outgoing) -> Result<Delivered, Failure> {
+        match self {
+            Mailer::Smtp(s) => s.send(out).await,
+            Mailer::Outbox(o) => o.send(out).await,
+        }
+    }
+
+    /// QUITs the connections kept for reuse: at shutdown.
+    pub async fn close(&self) {
+        if let Mailer::Smtp(s) = self {
+            s.close().await;
+        }
+    }
+
+    /// Where messages go, for logs: `smtp.example.com:587` or the outbox folder.
+    pub fn destination(&self) -> String {
+        match self {
+            Mailer::Smtp(s) => s.server(),
+            Mailer::Outbox(o) => format!("outbox {}", o.dir.display()),
+        }
+    }
+
+    /// `smtp` or `outbox`, for the start-up line.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Mailer::Smtp(_) => "smtp",
+            Mailer::Outbox(_) => "outbox",
+        }
+    }
+
+    /// The account's user name, for log lines (empty for the outbox).
+    pub fn username(&self) -> &str {
+        match self {
+            Mailer::Smtp(s) => s.username(),
+            Mailer::Outbox(_) => "",
+        }
+    }
+}
