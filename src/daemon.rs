@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::clock::Clock;
+use crate::config::Diagnostics;
 use crate::config::{self, Config, Host};
-use crate::diagnostic::Diagnostics;
 use crate::failure::{ErrorClass, Failure};
 use crate::ledger::{Key, Ledger, LedgerError, PgLedger, SqliteLedger, State};
 use crate::mail::{Delivered, Mailer};

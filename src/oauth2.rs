@@ -555,6 +555,7 @@ async fn device_flow(
 
 /// RFC 8252: the browser signs in and is redirected to a listener on 127.0.0.1, with
 /// PKCE (RFC 7636) so that the code is useless to anyone who sees the redirect.
+#[allow(clippy::too_many_lines)] // until the oauth2 crate takes the protocol (oauth2/authorize.rs)
 async fn loopback_flow(
     endpoint: &Endpoint,
     url: &str,

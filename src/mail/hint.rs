@@ -67,29 +67,7 @@ fn auth_hint(
     credential: &str,
 ) -> String {
     if cfg.auth == AuthMethod::Xoauth2 {
-        if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
-            return format!(
-                "SMTP AUTH is disabled for the whole Microsoft 365 tenant, even for OAuth2; an admin must \
-                 enable it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false){credential}"
-            );
-        }
-        let freshness = if cfg.oauth2.is_some() {
-            "cronmail refreshed it, so it was"
-        } else {
-            "it may be expired or revoked (check that `token_command` prints a fresh one), or"
-        };
-        let mailbox = if has("5.7.139")
-            || provider == Some(Provider::Office365)
-            || provider == Some(Provider::Outlook)
-        {
-            ". Microsoft also needs SMTP AUTH enabled for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false)"
-        } else {
-            ""
-        };
-        return format!(
-            "the server refused the OAuth2 token: {freshness} issued for another account than `username`, or lacks the scope \
-             (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){mailbox}{credential}"
-        );
+        return xoauth2_hint(has, provider, cfg, credential);
     }
     // Gmail: BadCredentials (535 5.7.8) and InvalidSecondFactor (534 5.7.9).
     if has("5.7.8") && (has("BadCredentials") || has("Username and Password not accepted"))
@@ -173,6 +151,38 @@ fn auth_hint(
              require an app password for SMTP instead of the account password{credential}"
         ),
     }
+}
+
+/// A refused XOAUTH2 token.
+fn xoauth2_hint(
+    has: &dyn Fn(&str) -> bool,
+    provider: Option<Provider>,
+    cfg: &SmtpConfig,
+    credential: &str,
+) -> String {
+    if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
+        return format!(
+            "SMTP AUTH is disabled for the whole Microsoft 365 tenant, even for OAuth2; an admin must \
+             enable it (Set-TransportConfig -SmtpClientAuthenticationDisabled $false){credential}"
+        );
+    }
+    let freshness = if cfg.oauth2.is_some() {
+        "cronmail refreshed it, so it was"
+    } else {
+        "it may be expired or revoked (check that `token_command` prints a fresh one), or"
+    };
+    let mailbox = if has("5.7.139")
+        || provider == Some(Provider::Office365)
+        || provider == Some(Provider::Outlook)
+    {
+        ". Microsoft also needs SMTP AUTH enabled for the mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false)"
+    } else {
+        ""
+    };
+    format!(
+        "the server refused the OAuth2 token: {freshness} issued for another account than `username`, or lacks the scope \
+         (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){mailbox}{credential}"
+    )
 }
 
 fn tls_hint(err: &Failure, cfg: &SmtpConfig) -> String {

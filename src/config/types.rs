@@ -1,0 +1,274 @@
+//! The validated configuration: what the rest of cronmail reads. Every value here was
+//! checked when jobs.toml was loaded, so no other module fails on bad user input.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+
+use super::provider::{OAuthProvider, Provider};
+use crate::render::{Templates, Vars};
+use crate::schedule::Schedule;
+use crate::secret::SecretSource;
+
+/// Largest jobs.toml accepted. 100,000 jobs take about 12 MB; a file much larger than
+/// that is a mistake (a log, a binary), and is refused before it is read.
+pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Most recipients (to + cc + bcc) one job may have. Providers cap a message at 100
+/// (Gmail) to 500 (Microsoft 365); past that a reminder is a mailing list.
+pub const MAX_RECIPIENTS: usize = 500;
+
+/// Longest job name; it appears in Message-IDs and journal fields.
+pub(crate) const MAX_JOB_NAME: usize = 64;
+
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How late a missed occurrence may still be sent (`max_late`). A reminder for a 9:00
+/// meeting is still useful at 14:00, and rarely the next day.
+pub const DEFAULT_MAX_LATE: Duration = Duration::from_secs(6 * 3600);
+
+/// What to do with occurrences missed while cronmail was not running (or the machine
+/// was suspended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Send none of them.
+    Skip,
+    /// Send only the newest one (if within `max_late`). The default: one reminder, not a flood.
+    Latest,
+    /// Send every one within `max_late`, oldest first.
+    All,
+}
+
+impl CatchUp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// `[delivery]`: retries, connection cap, shutdown grace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// First retry delay; later ones double, with jitter, up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// After this long past its scheduled instant, an undelivered occurrence expires.
+    pub retry_for: Duration,
+    /// Most concurrent SMTP connections.
+    pub max_connections: usize,
+    /// How long in-flight sends may finish after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Delivery {
+    fn default() -> Self {
+        Delivery {
+            retry_min: Duration::from_secs(30),
+            retry_max: Duration::from_secs(30 * 60),
+            retry_for: Duration::from_secs(24 * 3600),
+            max_connections: 4,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Where the ledger lives when jobs.toml does not say: systemd's `StateDirectory=`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/cronmail";
+
+/// How a connection to the SMTP server is secured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Plain connect, then STARTTLS, which is required: no AUTH or mail without it.
+    Starttls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// No TLS at all; accepted only for a loopback host.
+    None,
+}
+
+impl TlsMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsMode::Starttls => "starttls",
+            TlsMode::Implicit => "implicit",
+            TlsMode::None => "none",
+        }
+    }
+
+    pub(crate) fn default_port(self) -> u16 {
+        match self {
+            TlsMode::Starttls => 587,
+            TlsMode::Implicit => 465,
+            TlsMode::None => 25,
+        }
+    }
+}
+
+/// How cronmail logs in (`auth`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// PLAIN, or LOGIN where the server offers only that (Microsoft).
+    Auto,
+    Plain,
+    Login,
+    /// An `OAuth2` access token, from `token_command` or `[smtp.oauth2]`.
+    Xoauth2,
+}
+
+/// The validated `[smtp]` section.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub provider: Option<Provider>,
+    pub host: String,
+    pub port: u16,
+    pub tls: TlsMode,
+    pub username: Option<String>,
+    pub password: Option<SecretSource>,
+    pub auth: AuthMethod,
+    /// With `auth = "xoauth2"`: the command that prints a current access token, run for
+    /// each connection (tokens expire within the hour; the helper refreshes them).
+    pub token_command: Option<SecretSource>,
+    /// With `auth = "xoauth2"`: the built-in refresh flow (`[smtp.oauth2]`).
+    pub oauth2: Option<OAuth2Config>,
+    /// Extra trusted roots, DER-encoded, read from `ca_file` at load time.
+    pub extra_roots: Vec<Vec<u8>>,
+    pub ca_file: Option<PathBuf>,
+    /// `tls_fingerprint`: the SHA-256 of the server's certificate (DER). With a pin,
+    /// that certificate is trusted exactly, self-signed or not, and no other is.
+    pub tls_fingerprint: Option<[u8; 32]>,
+    pub timeout: Duration,
+    /// Keep a connection a few seconds after a message, for the next one (bursts).
+    pub keep_connections: bool,
+}
+
+impl SmtpConfig {
+    /// The provider named in the config, or guessed from the host, for hints.
+    pub fn effective_provider(&self) -> Option<Provider> {
+        self.provider.or_else(|| Provider::from_host(&self.host))
+    }
+}
+
+/// The validated `[smtp.oauth2]` section.
+#[derive(Clone, Debug)]
+pub struct OAuth2Config {
+    pub provider: Option<OAuthProvider>,
+    pub client_id: String,
+    pub client_secret: Option<SecretSource>,
+    /// Holds the refresh token; rewritten (mode 0600) when the provider rotates it.
+    pub refresh_token_file: PathBuf,
+    pub token_url: String,
+    /// The device-code endpoint, for `authorize` (Microsoft's by default).
+    pub device_code_url: Option<String>,
+    /// The browser sign-in page, for `authorize` with a loopback redirect (Google's by default).
+    pub authorize_url: Option<String>,
+    pub scope: String,
+}
+
+/// Where messages go.
+#[derive(Clone, Debug)]
+pub enum TransportConfig {
+    Smtp(Box<SmtpConfig>),
+    /// Each message is written as `<dir>/<message-id>.eml`.
+    Outbox {
+        dir: PathBuf,
+    },
+}
+
+/// One validated `[[job]]`.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: String,
+    pub schedule: Schedule,
+    pub from: Mailbox,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub bcc: Vec<Mailbox>,
+    pub reply_to: Option<Mailbox>,
+    pub vars: Vars,
+    pub enabled: bool,
+    pub catch_up: CatchUp,
+    pub max_late: Duration,
+    /// The first occurrence after the instant the config was loaded (`Host::now`).
+    pub first: Option<DateTime<Utc>>,
+}
+
+impl Job {
+    pub fn tz(&self) -> Tz {
+        self.schedule.tz()
+    }
+}
+
+/// A whole validated jobs.toml.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub transport: TransportConfig,
+    /// The ledger's folder.
+    pub state_dir: PathBuf,
+    pub delivery: Delivery,
+    /// Where occurrences are recorded: `SQLite` in `state_dir`, or a shared `PostgreSQL`.
+    pub ledger: LedgerConfig,
+    /// Shared with the timer (a job is about 1 KB; 10,000 of them once, not twice).
+    pub jobs: Arc<Vec<Job>>,
+    pub templates: Arc<Templates>,
+}
+
+/// The `[ledger]` section.
+#[derive(Clone, Debug)]
+pub enum LedgerConfig {
+    /// `<state_dir>/ledger.sqlite3`, for one node.
+    Sqlite,
+    /// One database shared by several nodes running the same jobs.toml.
+    Postgres(Box<PgConfig>),
+}
+
+/// A validated `[ledger] url = "postgres://..."`.
+#[derive(Clone, Debug)]
+pub struct PgConfig {
+    /// The URL as written (it holds no password: that comes from `password`).
+    pub url: String,
+    pub password: Option<SecretSource>,
+    /// This node's name in the ledger: `node`, else `$CRONMAIL_NODE`, else the host name.
+    pub node: String,
+    /// How long a claim in `sending` stays this node's before another may take it over.
+    pub lease: Duration,
+    /// How often to look for work another node left (a retry due, an expired lease).
+    pub poll: Duration,
+    /// TLS is required (every host not on loopback); a server without it is refused.
+    pub tls_required: bool,
+    pub extra_roots: Vec<Vec<u8>>,
+}
+
+/// Default for `[ledger] lease`: a send is bounded by `timeout` (60 s by default).
+pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(5);
+
+impl Config {
+    pub fn job(&self, name: &str) -> Option<&Job> {
+        self.jobs.iter().find(|j| j.name == name)
+    }
+}
+
+impl fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Names the first character that may not appear in a header value, if any.
+pub fn header_control(s: &str) -> Option<&'static str> {
+    s.chars().find_map(|c| match c {
+        '\r' | '\n' => Some("a line break"),
+        '\0' => Some("a NUL byte"),
+        c if c.is_control() && c != '\t' => Some("a control character"),
+        _ => None,
+    })
+}

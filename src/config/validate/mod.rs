@@ -1,0 +1,437 @@
+//! Validation: the raw file -> the validated types, every problem collected.
+//!
+//! One function per section, in its own file: `smtp` (and `oauth2`, its sub-section),
+//! `job`, `ledger` (with `[delivery]`). This file holds the `Validator` they share and
+//! the checks of single values (a zone, an address, a duration, a secret source).
+
+mod job;
+mod ledger;
+mod oauth2;
+mod smtp;
+
+use std::net::IpAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use lettre::message::Mailbox;
+use toml::Spanned;
+
+use super::Host;
+use super::diagnostic::{Diagnostic, Diagnostics, Source};
+use super::raw::{RawJob, RawTop};
+use super::types::{
+    CatchUp, Config, DEFAULT_MAX_LATE, DEFAULT_STATE_DIR, LedgerConfig, TransportConfig,
+    header_control,
+};
+use crate::render::Templates;
+use crate::schedule::Interner;
+use crate::secret::SecretSource;
+
+/// The validation of one jobs.toml: the source text (to turn spans into line and
+/// column), the problems found so far, and the file's folder (relative paths in the file
+/// resolve against it).
+///
+/// Every section's check is a method that reports what is wrong through `at` and goes
+/// on, returning `None` for a value it could not build, so one pass finds every problem
+/// of the file. Only `build` turns the whole into a `Config`, and only when no problem
+/// was found.
+pub(super) struct Validator<'a> {
+    src: &'a Source<'a>,
+    diags: Vec<Diagnostic>,
+    dir: PathBuf,
+}
+
+/// `[defaults]` and the top-level fallbacks, resolved; `None` where the value was
+/// invalid (already reported).
+pub(super) struct Defaults {
+    pub catch_up: Option<CatchUp>,
+    pub max_late: Option<Duration>,
+    pub tz: Option<Tz>,
+    pub from: Option<Mailbox>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(src: &'a Source<'a>, path: &Path) -> Self {
+        Validator {
+            src,
+            diags: Vec::new(),
+            dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        }
+    }
+
+    /// Reports a problem at `span` (of the file), for `job` when it belongs to one.
+    pub fn at(
+        &mut self,
+        span: Option<Range<usize>>,
+        job: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        self.diags.push(self.src.at(span, job, message));
+    }
+
+    /// Reports a problem of the file as a whole.
+    pub fn file(&mut self, message: impl Into<String>) {
+        self.diags.push(self.src.at(None, None, message));
+    }
+
+    pub fn is_clean(&self) -> bool {
+        self.diags.is_empty()
+    }
+
+    /// How many problems were reported so far: a section compares the count before
+    /// and after, to tell whether it is valid.
+    fn errors(&self) -> usize {
+        self.diags.len()
+    }
+
+    pub fn into_diagnostics(self) -> Diagnostics {
+        Diagnostics(self.diags)
+    }
+
+    /// `p` as written, against jobs.toml's folder when relative.
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.dir.join(p)
+        }
+    }
+
+    /// The whole file: sections first (the jobs fall back on them), then the jobs.
+    pub fn build(&mut self, top: RawTop, raw_jobs: Vec<RawJob>, host: &Host) -> Option<Config> {
+        let defaults = self.defaults(&top, host);
+        let transport = match (top.smtp, top.outbox) {
+            (Some(smtp), None) => self.smtp(smtp).map(|s| TransportConfig::Smtp(Box::new(s))),
+            (None, Some(outbox)) => {
+                let dir = outbox
+                    .into_inner()
+                    .dir
+                    .map_or_else(|| "outbox".to_owned(), Spanned::into_inner);
+                Some(TransportConfig::Outbox {
+                    dir: self.resolve(&dir),
+                })
+            }
+            (Some(smtp), Some(_)) => {
+                self.at(
+                    Some(smtp.span()),
+                    None,
+                    "both [smtp] and [outbox] are set; keep exactly one",
+                );
+                None
+            }
+            (None, None) => {
+                self.file("no [smtp] or [outbox] section; add exactly one (see the README)");
+                None
+            }
+        };
+
+        let mut templates = Templates::new();
+        let jobs = self.jobs(raw_jobs, &defaults, &mut templates, host);
+
+        let state_dir = match &top.state_dir {
+            Some(d) => self.resolve(d.get_ref()),
+            None => host
+                .state_directory
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        };
+        let delivery = self.delivery(&top.delivery.unwrap_or_default());
+        let ledger = match &top.ledger {
+            None => Some(LedgerConfig::Sqlite),
+            Some(raw) => self.ledger(raw, host, transport.as_ref()),
+        };
+
+        let mut transport = transport?;
+        if let TransportConfig::Smtp(smtp) = &mut transport
+            && let Some(o) = &mut smtp.oauth2
+            && o.refresh_token_file.as_os_str().is_empty()
+        {
+            o.refresh_token_file = state_dir.join("oauth2-refresh-token");
+        }
+        if !self.is_clean() {
+            return None;
+        }
+        Some(Config {
+            path: self.src.path.to_path_buf(),
+            transport,
+            state_dir,
+            delivery: delivery?,
+            ledger: ledger?,
+            jobs: Arc::new(jobs),
+            templates: Arc::new(templates),
+        })
+    }
+
+    fn defaults(&mut self, top: &RawTop, host: &Host) -> Defaults {
+        let tz = match &top.timezone {
+            Some(tz) => self.tz(tz, None),
+            None => match &host.default_tz {
+                Ok(tz) => Some(*tz),
+                Err(e) => {
+                    self.file(e.clone());
+                    None
+                }
+            },
+        };
+        let from = top
+            .from
+            .as_ref()
+            .and_then(|f| self.mailbox(f, None, "from"));
+        let raw = top.defaults.as_ref();
+        Defaults {
+            catch_up: raw
+                .and_then(|d| d.catch_up.as_ref())
+                .map_or(Some(CatchUp::Latest), |c| self.catch_up(c, None)),
+            max_late: raw
+                .and_then(|d| d.max_late.as_ref())
+                .map_or(Some(DEFAULT_MAX_LATE), |d| self.duration(d, "max_late")),
+            tz,
+            from,
+        }
+    }
+
+    fn jobs(
+        &mut self,
+        raw_jobs: Vec<RawJob>,
+        defaults: &Defaults,
+        templates: &mut Templates,
+        host: &Host,
+    ) -> Vec<crate::config::Job> {
+        let mut interner = Interner::default();
+        let mut jobs = Vec::with_capacity(raw_jobs.len());
+        let mut seen = std::collections::HashMap::new();
+        let mut origins = Vec::with_capacity(raw_jobs.len());
+        for raw in raw_jobs {
+            let name = raw.name.get_ref().clone();
+            if let Some(first) = seen.get(&name) {
+                let (line, _) = self.src.line_col(*first);
+                self.at(
+                    Some(raw.name.span()),
+                    Some(&name),
+                    format!("duplicate job name (first defined on line {line})"),
+                );
+                continue;
+            }
+            seen.insert(name, raw.name.span().start);
+            if let Some((job, spans)) = self.job(raw, defaults, templates, &mut interner, host.now)
+            {
+                jobs.push(job);
+                origins.push(spans);
+            }
+        }
+        self.test_render(&jobs, &origins, templates);
+        jobs
+    }
+
+    fn tz(&mut self, tz: &Spanned<String>, job: Option<&str>) -> Option<Tz> {
+        if let Ok(tz) = Tz::from_str(tz.get_ref()) {
+            return Some(tz);
+        }
+        self.at(
+            Some(tz.span()),
+            job,
+            format!(
+                "unknown time zone `{}`; expected an IANA name such as `Europe/Berlin` or `UTC`",
+                tz.get_ref()
+            ),
+        );
+        None
+    }
+
+    fn mailbox(&mut self, s: &Spanned<String>, job: Option<&str>, key: &str) -> Option<Mailbox> {
+        let value = s.get_ref();
+        if let Some(bad) = header_control(value) {
+            self.at(
+                Some(s.span()),
+                job,
+                format!("`{key}` contains {bad}; an address must be one line"),
+            );
+            return None;
+        }
+        match Mailbox::from_str(value) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.at(Some(s.span()), job, format!(
+                    "`{key}`: `{value}` is not a valid address ({e}); expected `name@example.com` or `Name <name@example.com>`"
+                ));
+                None
+            }
+        }
+    }
+
+    fn catch_up(&mut self, s: &Spanned<String>, job: Option<&str>) -> Option<CatchUp> {
+        match s.get_ref().as_str() {
+            "skip" => Some(CatchUp::Skip),
+            "latest" => Some(CatchUp::Latest),
+            "all" => Some(CatchUp::All),
+            other => {
+                self.at(
+                    Some(s.span()),
+                    job,
+                    format!(
+                        "unknown `catch_up` policy `{other}`; expected `skip`, `latest` or `all`"
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, s: &Spanned<String>, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(s.get_ref()) {
+            Ok(d) if d.is_zero() => {
+                self.at(
+                    Some(s.span()),
+                    None,
+                    format!("`{key}` must be greater than zero"),
+                );
+                None
+            }
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.at(Some(s.span()), None, format!(
+                    "`{key}`: `{}` is not a duration ({e}); expected something like `60s`, `5m` or `1h 30m`",
+                    s.get_ref()
+                ));
+                None
+            }
+        }
+    }
+
+    /// The one `<key>_env`, `_file`, `_command` or `_credential` source given. A second
+    /// one is reported; so is a command or a credential name that names nothing.
+    fn secret_source(
+        &mut self,
+        key: &str,
+        env: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        command: Option<&Spanned<Vec<String>>>,
+        credential: Option<&Spanned<String>>,
+    ) -> Option<(Range<usize>, SecretSource)> {
+        let mut given = [
+            env.map(|s| (s.span(), SecretSource::Env(s.get_ref().clone()))),
+            file.map(|s| (s.span(), SecretSource::File(self.resolve(s.get_ref())))),
+            command.map(|s| (s.span(), SecretSource::Command(s.get_ref().clone()))),
+            credential.map(|s| {
+                (
+                    s.span(),
+                    SecretSource::Credential {
+                        name: s.get_ref().clone(),
+                        beside_config: self.resolve(s.get_ref()),
+                    },
+                )
+            }),
+        ]
+        .into_iter()
+        .flatten();
+        let first = given.next();
+        if let Some((span, _)) = given.next() {
+            self.at(
+                Some(span),
+                None,
+                format!(
+                    "set only one of `{key}_env`, `{key}_file`, `{key}_command`, `{key}_credential`"
+                ),
+            );
+        }
+        match &first {
+            Some((span, SecretSource::Command(argv)))
+                if argv.first().is_none_or(String::is_empty) =>
+            {
+                self.at(
+                    Some(span.clone()),
+                    None,
+                    format!(
+                        "`{key}_command` must name a program, e.g. [\"pass\", \"show\", \"smtp\"]"
+                    ),
+                );
+            }
+            Some((span, SecretSource::Credential { name, .. }))
+                if name.is_empty() || name.contains('/') =>
+            {
+                self.at(
+                    Some(span.clone()),
+                    None,
+                    format!("`{key}_credential` must be a credential name such as `smtp-password`"),
+                );
+            }
+            _ => {}
+        }
+        first
+    }
+
+    /// The DER certificates of a `ca_file`, or the problem reported at its key.
+    fn ca_file(&mut self, raw: Option<&Spanned<String>>) -> (Option<PathBuf>, Vec<Vec<u8>>) {
+        let Some(raw) = raw else {
+            return (None, Vec::new());
+        };
+        let path = self.resolve(raw.get_ref());
+        match read_pem_certs(&path) {
+            Ok(certs) => (Some(path), certs),
+            Err(e) => {
+                self.at(Some(raw.span()), None, e);
+                (Some(path), Vec::new())
+            }
+        }
+    }
+}
+
+/// Why a secret may not be written in jobs.toml, and where to put it instead.
+pub(super) fn literal_secret(key: &str) -> String {
+    format!(
+        "a literal `{key}` is not allowed in jobs.toml; use one of `{key}_env`, `{key}_file`, \
+         `{key}_command` (or `{key}_credential` under systemd)"
+    )
+}
+
+/// `sha256:HEX` (64 hex digits, colons optional, any case), as `check --smtp` prints it.
+pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+    let bad = || {
+        format!(
+            "`tls_fingerprint`: `{s}` is not `sha256:` and 64 hex digits (the certificate's SHA-256, as `cronmail check --smtp` prints it)"
+        )
+    };
+    let hex: String = s
+        .trim()
+        .strip_prefix("sha256:")
+        .ok_or_else(bad)?
+        .chars()
+        .filter(|c| *c != ':')
+        .collect();
+    if hex.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16)
+            .map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("`ca_file`: cannot read `{}`: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut bytes.as_slice()).collect();
+    match certs {
+        Ok(certs) if !certs.is_empty() => Ok(certs.into_iter().map(|c| c.to_vec()).collect()),
+        Ok(_) => Err(format!(
+            "`ca_file`: `{}` holds no PEM certificate",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "`ca_file`: `{}` is not valid PEM: {e}",
+            path.display()
+        )),
+    }
+}
