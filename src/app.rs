@@ -273,7 +273,7 @@ fn permission_warning(src: &crate::secret::SecretSource, config: &Path) -> Optio
     })
 }
 
-fn report_token_error(e: &crate::oauth2::TokenError) -> Exit {
+fn report_token_error(e: &Failure) -> Exit {
     print_error(&format!("getting an OAuth2 access token: {}", e.detail));
     if let Some(hint) = &e.hint {
         let _ = writeln!(std::io::stderr(), "hint: {hint}");

@@ -74,7 +74,7 @@ impl SmtpMailer {
                 .await
                 .map(|t| (t.token, t.fresh))
                 .map_err(|e| {
-                    let e = Failure::from(e).in_phase(Phase::Auth);
+                    let e = e.in_phase(Phase::Auth);
                     Failure {
                         detail: format!("getting an OAuth2 access token: {}", e.detail),
                         ..e

@@ -59,7 +59,7 @@ impl SmtpMailer {
             .build_rustls()
             .map_err(|e| Failure::local(format!("setting up TLS: {e}")))?;
         let oauth = match &config.oauth2 {
-            Some(o) => Some(TokenSource::new(o, &config.extra_roots).map_err(Failure::from)?),
+            Some(o) => Some(TokenSource::new(o, &config.extra_roots)?),
             None => None,
         };
         Ok(SmtpMailer {
