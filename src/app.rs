@@ -482,38 +482,24 @@ async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
 
 /// Opens the ledger of `config` for reading (no lock: a daemon may be running).
 fn open_ledger(config: &Config) -> Result<Box<dyn crate::ledger::Ledger>, Exit> {
-    if let config::LedgerConfig::Postgres(pg) = &config.ledger {
-        let password = match &pg.password {
-            Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    print_error(&format!("the ledger database password cannot be read: {e}"));
-                    return Err(Exit::Config);
-                }
-            },
-            None => None,
-        };
-        return crate::ledger::PgLedger::connect(pg, password.as_ref(), false)
-            .map(|l| Box::new(l) as Box<dyn crate::ledger::Ledger>)
-            .map_err(|e| {
-                print_error(&e.to_string());
-                Exit::Unavailable
-            });
-    }
-    let path = config.state_dir.join("ledger.sqlite3");
-    if !path.exists() {
-        print_error(&format!(
-            "no ledger at `{}`: `cronmail run` has not run with this `state_dir` yet",
-            path.display()
-        ));
-        return Err(Exit::CantCreate);
-    }
-    crate::ledger::SqliteLedger::open_at(&path)
-        .map(|l| Box::new(l) as Box<dyn crate::ledger::Ledger>)
-        .map_err(|e| {
-            print_error(&e.to_string());
-            Exit::CantCreate
-        })
+    let password = match crate::ledger::password_source(config) {
+        Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                print_error(&format!("the ledger database password cannot be read: {e}"));
+                return Err(Exit::Config);
+            }
+        },
+        None => None,
+    };
+    crate::ledger::open(config, password.as_ref(), crate::ledger::Mode::Read).map_err(|e| {
+        print_error(&e.to_string());
+        match e {
+            crate::ledger::LedgerError::Unreachable { .. }
+            | crate::ledger::LedgerError::Db { .. } => Exit::Unavailable,
+            _ => Exit::CantCreate,
+        }
+    })
 }
 
 /// The config at `path` and its ledger, for the commands that read the ledger. Run

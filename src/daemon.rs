@@ -21,7 +21,7 @@ use crate::clock::Clock;
 use crate::config::Diagnostics;
 use crate::config::{self, Config, Host};
 use crate::failure::{ErrorClass, Failure};
-use crate::ledger::{Key, Ledger, LedgerError, PgLedger, SqliteLedger, State};
+use crate::ledger::{Key, Ledger, LedgerError, State};
 use crate::mail::{Delivered, Mailer};
 use crate::message::{self, ComposeError, Outgoing};
 use crate::render::TemplateError;
@@ -370,34 +370,18 @@ fn spin_until(clock: &dyn Clock, deadline: DateTime<Utc>) {
     }
 }
 
-/// The configured ledger: `SQLite` in `state_dir` (locked for this process with
-/// `exclusive`), or the shared `PostgreSQL` database (this node's name locked).
-pub async fn open_ledger(config: &Config, exclusive: bool) -> Result<Arc<dyn Ledger>, StartError> {
-    match &config.ledger {
-        config::LedgerConfig::Sqlite => {
-            let dir = config.state_dir.clone();
-            let opened = on_blocking_pool(move || {
-                if exclusive {
-                    SqliteLedger::open_exclusive(&dir)
-                } else {
-                    SqliteLedger::open_at(&dir.join("ledger.sqlite3"))
-                }
-            })
-            .await?;
-            Ok(Arc::new(opened))
-        }
-        config::LedgerConfig::Postgres(pg) => {
-            let password = match &pg.password {
-                Some(src) => Some(src.read().await?),
-                None => None,
-            };
-            let pg = pg.clone();
-            let opened =
-                on_blocking_pool(move || PgLedger::connect(&pg, password.as_ref(), exclusive))
-                    .await?;
-            Ok(Arc::new(opened))
-        }
-    }
+/// Opens the configured ledger for this daemon (locked), on the blocking pool.
+async fn open_ledger(config: &Arc<Config>) -> Result<Arc<dyn Ledger>, StartError> {
+    let password = match crate::ledger::password_source(config) {
+        Some(src) => Some(src.read().await?),
+        None => None,
+    };
+    let config = Arc::clone(config);
+    let opened = on_blocking_pool(move || {
+        crate::ledger::open(&config, password.as_ref(), crate::ledger::Mode::Exclusive)
+    })
+    .await?;
+    Ok(Arc::from(opened))
 }
 
 /// Runs the daemon on the config at `path` until `Shutdown`.
@@ -410,13 +394,13 @@ pub async fn run(
     let rt = load(&path, &Host::from_env()).await?;
     release_freed_memory();
     let state_dir = rt.config.state_dir.clone();
-    let ledger = open_ledger(&rt.config, true).await?;
+    let ledger = open_ledger(&rt.config).await?;
     let enabled = rt.config.jobs.iter().filter(|j| j.enabled).count();
     info!(config = %path.display(), jobs = enabled, transport = %rt.mailer.destination(), state_dir = %state_dir.display(), "cronmail started");
 
     // Jobs resume after the last occurrence the ledger has seen, so what was missed
     // while cronmail was down meets the catch-up policy.
-    let ledger_id = ledger_identity(&rt.config);
+    let ledger_id = crate::ledger::identity(&rt.config);
     let (handled, unfinished) =
         match blocking(&ledger, |l| Ok((l.last_handled()?, l.unfinished()?))).await {
             Ok(found) => found,
@@ -461,7 +445,7 @@ pub async fn run(
                     if new.config.state_dir != state_dir {
                         warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
                     }
-                    if ledger_identity(&new.config) != ledger_id {
+                    if crate::ledger::identity(&new.config) != ledger_id {
                         warn!("[ledger] changed; the new ledger is used only after a restart");
                     }
                     // A changed schedule takes effect from now: occurrences already
@@ -522,14 +506,6 @@ fn release_freed_memory() {
     #[cfg(target_env = "gnu")]
     unsafe {
         libc::malloc_trim(0);
-    }
-}
-
-/// Which ledger a config uses, to tell a reload that changed it.
-fn ledger_identity(config: &Config) -> String {
-    match &config.ledger {
-        config::LedgerConfig::Sqlite => format!("sqlite:{}", config.state_dir.display()),
-        config::LedgerConfig::Postgres(pg) => format!("postgres:{}:{}", pg.url, pg.node),
     }
 }
 

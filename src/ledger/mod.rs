@@ -1,0 +1,271 @@
+//! What was sent, durably. The only module that writes state.
+//!
+//! Every occurrence `(job, scheduled instant)` is claimed with a unique key **before**
+//! any send, and moves through `pending -> sending -> sent | failed | expired`; missed
+//! occurrences that the catch-up policy drops are recorded as `skipped`. A sent
+//! occurrence is never sent again.
+//!
+//! The one window that cannot be closed: the server accepted the message (its reply to
+//! DATA) and the process died before the ledger recorded `sent`. At the next start the
+//! row is still `sending`, and the occurrence is sent again with the same Message-ID,
+//! so the recipient's mail client can tell it is a duplicate.
+//!
+//! The interface is the `Ledger` trait, kept small so that both backends pass the same
+//! test suite: `sqlite` (embedded, one node) and `pg` (a shared `PostgreSQL`, several
+//! nodes). `open` is the one way to either, for the daemon (which locks it) and for the
+//! commands that only read it.
+
+mod pg;
+mod sqlite;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+
+use crate::config::{Config, LedgerConfig};
+
+pub use pg::{PG_SCHEMA_VERSION, PgLedger};
+pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
+
+/// The unique key of one occurrence.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub job: String,
+    pub scheduled_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Expired,
+    Skipped,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Sending => "sending",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Expired => "expired",
+            State::Skipped => "skipped",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> State {
+        match s {
+            "sending" => State::Sending,
+            "sent" => State::Sent,
+            "failed" => State::Failed,
+            "expired" => State::Expired,
+            "skipped" => State::Skipped,
+            _ => State::Pending,
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One occurrence as the ledger knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    pub key: Key,
+    pub state: State,
+    pub message_id: String,
+    pub attempts: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error_class: Option<String>,
+    pub last_reply: Option<String>,
+    /// The server's reply to the accepted message, or why it was skipped.
+    pub final_reply: Option<String>,
+    pub updated_at: DateTime<Utc>,
+    /// The node that last worked on it (a shared ledger only).
+    pub node: Option<String>,
+}
+
+/// Per job, for `cronmail status`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JobSummary {
+    pub last_sent: Option<(DateTime<Utc>, String)>,
+    pub last_failure: Option<(DateTime<Utc>, String, String)>,
+    pub pending: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("the state directory `{path}`: {error}")]
+    Dir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error(
+        "another `cronmail run` is using the state directory `{0}` (its lock file is held); stop it first, or give this one another `state_dir`"
+    )]
+    Locked(PathBuf),
+    #[error("the ledger `{path}`: {error}")]
+    Sql {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    #[error(
+        "the ledger `{path}` has schema version {found}, newer than this cronmail knows ({known}); upgrade cronmail"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// The shared ledger cannot be reached (at start-up: exit 69).
+    #[error("the ledger database {url}: {error}")]
+    Unreachable { url: String, error: String },
+    /// A query on the shared ledger failed.
+    #[error("the ledger database {url}: {error}")]
+    Db { url: String, error: String },
+    #[error(
+        "another cronmail with node name `{node}` is connected to the ledger database {url}; give each node its own `node` (or $CRONMAIL_NODE)"
+    )]
+    NodeTaken { url: String, node: String },
+    /// `status` or `history` before any `cronmail run` with this `state_dir`.
+    #[error("no ledger at `{0}`: `cronmail run` has not run with this `state_dir` yet")]
+    Missing(PathBuf),
+    /// The ledger database's password could not be read.
+    #[error("the ledger database password cannot be read: {0}")]
+    Password(#[from] crate::secret::SecretError),
+    /// The ledger writer stopped (the daemon is shutting down).
+    #[error("the ledger writer stopped")]
+    Stopped,
+}
+
+/// The durable record of occurrences. Every method is one transaction.
+pub trait Ledger: Send + Sync {
+    /// Claims occurrences before any send. Returns, for each, whether it was new: an
+    /// occurrence already in the ledger (in any state) must not be started again here.
+    fn claim(&self, items: &[(Key, String)], now: DateTime<Utc>) -> Result<Vec<bool>, LedgerError>;
+    /// Records an occurrence dropped by the catch-up policy (if not already known).
+    fn skip(
+        &self,
+        key: &Key,
+        message_id: &str,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// `sending`, one more attempt, by this node. Returns the attempt number, or `None`
+    /// when another node holds the occurrence (its lease has not expired) or it is done.
+    fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<u32>, LedgerError>;
+    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError>;
+    /// Back to `pending`, to be tried at `next_at`.
+    fn retry_later(
+        &self,
+        key: &Key,
+        class: &str,
+        reply: &str,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// A final failure: `failed` or `expired`.
+    fn give_up(
+        &self,
+        key: &Key,
+        state: State,
+        class: &str,
+        reply: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), LedgerError>;
+    /// `pending` and `sending` occurrences, oldest first: the queue to resume at start-up.
+    fn unfinished(&self) -> Result<Vec<Record>, LedgerError>;
+    /// The latest occurrence of each job in any state: where catch-up starts.
+    fn last_handled(&self) -> Result<HashMap<String, DateTime<Utc>>, LedgerError>;
+    fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError>;
+    fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError>;
+    fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError>;
+    /// The delivery path's writes, group-committed: each of `sent` as `sent` records it,
+    /// then each of `starts` as `start_attempt` does (its result in order). One
+    /// transaction where the backend allows, so a burst costs few commits.
+    fn record(
+        &self,
+        starts: &[Key],
+        sent: &[(Key, String, DateTime<Utc>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Option<u32>>, LedgerError> {
+        for (key, reply, at) in sent {
+            self.sent(key, reply, *at)?;
+        }
+        starts.iter().map(|k| self.start_attempt(k, now)).collect()
+    }
+    /// Whether other nodes share this ledger, so that work they leave must be looked for.
+    fn shared(&self) -> bool {
+        false
+    }
+    /// Occurrences whose lease lapsed: a retry due whose node did not come back to it, or
+    /// a send whose node stopped. Any node (this one too) may take them over. Oldest first.
+    fn takeable(&self, _now: DateTime<Utc>) -> Result<Vec<Key>, LedgerError> {
+        Ok(Vec::new())
+    }
+}
+
+/// How a command opens the ledger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The daemon: created if missing, and locked (`SQLite`: the state directory's lock
+    /// file; `PostgreSQL`: this node's name), so that no second daemon shares it.
+    Exclusive,
+    /// `status` and `history`: no lock, since a daemon may be running; never created.
+    Read,
+}
+
+/// The configured ledger: `SQLite` in `state_dir`, or the shared `PostgreSQL` database.
+/// Blocking (it connects, migrates and fsyncs): async callers run it on the blocking
+/// pool. `password` is the database's, already read from its source.
+pub fn open(
+    config: &Config,
+    password: Option<&SecretString>,
+    mode: Mode,
+) -> Result<Box<dyn Ledger>, LedgerError> {
+    match &config.ledger {
+        LedgerConfig::Sqlite => {
+            let dir = &config.state_dir;
+            Ok(Box::new(match mode {
+                Mode::Exclusive => SqliteLedger::open_exclusive(dir)?,
+                Mode::Read => {
+                    let path = dir.join("ledger.sqlite3");
+                    if !path.exists() {
+                        return Err(LedgerError::Missing(path));
+                    }
+                    SqliteLedger::open_at(&path)?
+                }
+            }))
+        }
+        LedgerConfig::Postgres(pg) => Ok(Box::new(PgLedger::connect(
+            pg,
+            password,
+            mode == Mode::Exclusive,
+        )?)),
+    }
+}
+
+/// The ledger database's password source, if the configured ledger has one.
+pub fn password_source(config: &Config) -> Option<&crate::secret::SecretSource> {
+    match &config.ledger {
+        LedgerConfig::Postgres(pg) => pg.password.as_ref(),
+        LedgerConfig::Sqlite => None,
+    }
+}
+
+/// Which ledger a config uses, to tell a reload that changed it.
+pub fn identity(config: &Config) -> String {
+    match &config.ledger {
+        LedgerConfig::Sqlite => format!("sqlite:{}", config.state_dir.display()),
+        LedgerConfig::Postgres(pg) => format!("postgres:{}:{}", pg.url, pg.node),
+    }
+}
