@@ -107,6 +107,12 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy, json: 
     });
 
     let (tx, mut rx) = mpsc::channel(1);
+    let index: HashMap<&str, usize> = cfg
+        .jobs
+        .iter()
+        .enumerate()
+        .map(|(i, j)| (&*j.name, i))
+        .collect();
     let mut counts = vec![0u32; n];
     let mut lateness = Vec::with_capacity(n);
     let mut done = Some(tx);
@@ -116,7 +122,7 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy, json: 
         &mut rx,
         |e| {
             let TimerEvent::Fire(f) = e else { return };
-            counts[f.job] += 1;
+            counts[index[&*f.job.name]] += 1;
             lateness.push(late_ms(f.fired_at, f.occurrence));
             if lateness.len() == n
                 && let Some(tx) = done.take()

@@ -26,11 +26,12 @@
 //! time), and logs. SIGHUP swaps the whole configuration or keeps the old one; SIGTERM
 //! stops firing and lets sends in progress finish.
 
-pub mod app;
 pub mod cli;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod deliver;
 pub mod exit;
 pub mod failure;
 pub mod ledger;

@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             return Exit::Software.into();
         }
     };
-    let exit = runtime.block_on(cronmail::app::execute(&cli.config, cli.command));
+    let exit = runtime.block_on(cronmail::cmd::execute(&cli.config, cli.command));
     // Do not wait for blocking tasks (a hung password command) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit.into()

@@ -18,7 +18,7 @@ use crate::render::Rendered;
 /// A message ready for a transport.
 #[derive(Clone, Debug)]
 pub struct Outgoing {
-    pub job: String,
+    pub job: std::sync::Arc<str>,
     /// The occurrence's scheduled instant.
     pub occurrence: DateTime<Utc>,
     /// Without angle brackets.

@@ -3,8 +3,8 @@
 //! - transient failures (4xx, timeouts, refused connections, TLS set-up) are retried
 //!   with exponential backoff and jitter between `retry_min` and `retry_max`;
 //! - a permanent 5xx is `failed` at once, never retried;
-//! - an authentication failure holds every send of the account (see `daemon`), so a
-//!   wrong password does not turn into a login storm that locks the account;
+//! - an authentication failure holds every send of the account (`Hold`), so a wrong
+//!   password does not turn into a login storm that locks the account;
 //! - an occurrence still undelivered `retry_for` after its scheduled instant expires.
 
 use std::time::Duration;
@@ -54,6 +54,64 @@ pub fn after_failure(
     expire_or(at, occurrence, d)
 }
 
+/// Sends of an account are paused after an authentication failure, until `until` (or
+/// a reload with new credentials).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hold {
+    pub until: DateTime<Utc>,
+    /// Failures in a row, for the backoff.
+    pub level: u32,
+}
+
+/// What to do after a failed attempt, and the account's hold after it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub next: Next,
+    /// `Some` when this failure holds (or keeps holding) the account.
+    pub hold: Option<Hold>,
+}
+
+/// Decides after attempt number `attempts` failed with `class`, with the account's
+/// current `hold`. An authentication failure holds the whole account: one failed login,
+/// not one per occurrence, and the occurrence waits for the hold's end.
+pub fn decide(
+    class: ErrorClass,
+    attempts: u32,
+    occurrence: DateTime<Utc>,
+    now: DateTime<Utc>,
+    d: &Delivery,
+    hold: Option<Hold>,
+    draw: f64,
+) -> Decision {
+    if class == ErrorClass::Auth {
+        let level = hold.map_or(0, |h| h.level) + 1;
+        let until = now + chrono::Duration::from_std(backoff(d, level, draw)).unwrap_or_default();
+        return Decision {
+            next: expire_or(until, occurrence, d),
+            hold: Some(Hold { until, level }),
+        };
+    }
+    Decision {
+        next: after_failure(class, attempts.max(1), occurrence, now, d, draw),
+        hold: None,
+    }
+}
+
+/// What happens next, for the `then` field of the `not sent` line.
+pub fn then(next: Next, d: &Delivery) -> String {
+    match next {
+        Next::RetryAt(at) => format!(
+            "retrying at {}",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        Next::GiveUp(State::Expired) => format!(
+            "expired: not delivered within retry_for ({}) of its scheduled time; giving up",
+            humantime::format_duration(d.retry_for)
+        ),
+        Next::GiveUp(_) => "failed permanently; not retrying".to_owned(),
+    }
+}
+
 /// `RetryAt(at)`, unless `at` is past the occurrence's `retry_for`.
 pub fn expire_or(at: DateTime<Utc>, occurrence: DateTime<Utc>, d: &Delivery) -> Next {
     let deadline =
@@ -88,6 +146,24 @@ mod tests {
         assert!(
             backoff(&d(), 4, 0.5) > Duration::from_secs(30)
                 && backoff(&d(), 4, 0.5) < Duration::from_secs(240)
+        );
+    }
+
+    #[test]
+    fn an_auth_failure_holds_the_account_with_growing_backoff() {
+        let occ = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        let first = decide(ErrorClass::Auth, 1, occ, occ, &d(), None, 1.0);
+        let hold = first.hold.unwrap();
+        assert_eq!(hold.level, 1);
+        assert_eq!(first.next, Next::RetryAt(hold.until));
+        let second = decide(ErrorClass::Auth, 1, occ, occ, &d(), Some(hold), 1.0);
+        assert_eq!(second.hold.unwrap().level, 2);
+        assert!(second.hold.unwrap().until > hold.until);
+        let transient = decide(ErrorClass::Transient, 1, occ, occ, &d(), Some(hold), 0.0);
+        assert_eq!(transient.hold, None);
+        assert_eq!(
+            then(Next::GiveUp(State::Failed), &d()),
+            "failed permanently; not retrying"
         );
     }
 

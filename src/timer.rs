@@ -8,6 +8,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -72,7 +73,7 @@ impl SkipReason {
 
 /// The jobs' schedules and the heap of their next occurrences.
 pub struct Timer {
-    jobs: std::sync::Arc<Vec<Job>>,
+    jobs: Arc<[Arc<Job>]>,
     heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
 }
 
@@ -81,7 +82,7 @@ impl Timer {
     /// the ledger has seen) resumes after it, so occurrences missed while cronmail was
     /// down come due at once and meet the catch-up policy; others start after `now`.
     pub fn new(
-        jobs: std::sync::Arc<Vec<Job>>,
+        jobs: Arc<[Arc<Job>]>,
         now: DateTime<Utc>,
         handled: &HashMap<String, DateTime<Utc>>,
     ) -> Self {
@@ -90,7 +91,7 @@ impl Timer {
             if !job.enabled {
                 continue;
             }
-            let from = handled.get(&job.name).copied().map_or(now, |h| h.min(now));
+            let from = handled.get(&*job.name).copied().map_or(now, |h| h.min(now));
             if let Some(next) = job.schedule.next_after(from) {
                 heap.push(Reverse((next, i)));
             }
@@ -98,7 +99,7 @@ impl Timer {
         Timer { jobs, heap }
     }
 
-    pub fn job(&self, i: usize) -> &Job {
+    pub fn job(&self, i: usize) -> &Arc<Job> {
         &self.jobs[i]
     }
 
@@ -116,7 +117,7 @@ impl Timer {
     /// On-time fires are handed to `out` before any next occurrence is computed, so in
     /// a burst of thousands of jobs the first is not kept waiting for the last's cron
     /// arithmetic.
-    pub fn due(&mut self, now: DateTime<Utc>, mut out: impl FnMut(&Job, Decision)) {
+    pub fn due(&mut self, now: DateTime<Utc>, mut out: impl FnMut(&Arc<Job>, Decision)) {
         let mut popped = Vec::new();
         loop {
             popped.clear();

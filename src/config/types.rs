@@ -1,6 +1,7 @@
 //! The validated configuration: what the rest of cronmail reads. Every value here was
 //! checked when jobs.toml was loaded, so no other module fails on bad user input.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -185,7 +186,8 @@ pub enum TransportConfig {
 /// One validated `[[job]]`.
 #[derive(Clone, Debug)]
 pub struct Job {
-    pub name: String,
+    /// Shared with every `ledger::Key` of its occurrences.
+    pub name: Arc<str>,
     pub schedule: Schedule,
     pub from: Mailbox,
     pub to: Vec<Mailbox>,
@@ -216,8 +218,11 @@ pub struct Config {
     pub delivery: Delivery,
     /// Where occurrences are recorded: `SQLite` in `state_dir`, or a shared `PostgreSQL`.
     pub ledger: LedgerConfig,
-    /// Shared with the timer (a job is about 1 KB; 10,000 of them once, not twice).
-    pub jobs: Arc<Vec<Job>>,
+    /// In file order; shared with the timer (a job is about 1 KB; 10,000 of them once,
+    /// not twice), and each job with the deliveries of its occurrences.
+    pub jobs: Arc<[Arc<Job>]>,
+    /// Index of each job in `jobs` by name.
+    pub(crate) by_name: Arc<HashMap<Arc<str>, usize>>,
     pub templates: Arc<Templates>,
 }
 
@@ -252,8 +257,14 @@ pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 impl Config {
-    pub fn job(&self, name: &str) -> Option<&Job> {
-        self.jobs.iter().find(|j| j.name == name)
+    /// The job of this name, if the configuration has one.
+    pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
+        self.by_name.get(name).map(|&i| &self.jobs[i])
+    }
+
+    /// The names of every job, in file order, for messages that list them.
+    pub fn job_names(&self) -> Vec<&str> {
+        self.jobs.iter().map(|j| &*j.name).collect()
     }
 }
 

@@ -21,6 +21,7 @@ mod sqlite;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
@@ -33,8 +34,18 @@ pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 /// The unique key of one occurrence.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Key {
-    pub job: String,
+    /// The job's name, shared with the job itself.
+    pub job: Arc<str>,
     pub scheduled_at: DateTime<Utc>,
+}
+
+impl Key {
+    pub fn new(job: impl Into<Arc<str>>, scheduled_at: DateTime<Utc>) -> Self {
+        Key {
+            job: job.into(),
+            scheduled_at,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

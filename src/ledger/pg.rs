@@ -227,7 +227,7 @@ impl PgLedger {
 fn record(r: &Row) -> Result<Record, postgres::Error> {
     Ok(Record {
         key: Key {
-            job: r.try_get(0)?,
+            job: r.try_get::<_, String>(0)?.into(),
             scheduled_at: r.try_get(1)?,
         },
         state: State::parse(r.try_get(2)?),
@@ -257,7 +257,7 @@ impl Ledger for PgLedger {
         let (mut jobs, mut times, mut ids) = (Vec::new(), Vec::new(), Vec::new());
         for (key, id) in items {
             if seen.insert(key) {
-                jobs.push(key.job.as_str());
+                jobs.push(&*key.job);
                 times.push(key.scheduled_at);
                 ids.push(id.as_str());
             }
@@ -278,7 +278,7 @@ impl Ledger for PgLedger {
             rows.iter()
                 .map(|r| {
                     Ok(Key {
-                        job: r.try_get(0)?,
+                        job: r.try_get::<_, String>(0)?.into(),
                         scheduled_at: r.try_get(1)?,
                     })
                 })
@@ -303,7 +303,7 @@ impl Ledger for PgLedger {
                 "INSERT INTO cronmail_occurrences
                      (job, scheduled_at, state, message_id, final_reply, node, created_at, updated_at)
                  VALUES ($1, $2, 'skipped', $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING",
-                &[&key.job, &key.scheduled_at, &message_id, &reason, &self.node, &now],
+                &[&&*key.job, &key.scheduled_at, &message_id, &reason, &self.node, &now],
             )
             .map(drop)
         })
@@ -317,7 +317,13 @@ impl Ledger for PgLedger {
                  WHERE job = $1 AND scheduled_at = $2 AND state IN ('pending', 'sending')
                      AND (node = $3 OR node IS NULL OR lease_until IS NULL OR lease_until < now())
                  RETURNING attempts",
-                &[&key.job, &key.scheduled_at, &self.node, &self.lease_s, &now],
+                &[
+                    &&*key.job,
+                    &key.scheduled_at,
+                    &self.node,
+                    &self.lease_s,
+                    &now,
+                ],
             )?;
             row.map(|r| r.try_get::<_, i32>(0))
                 .transpose()
@@ -331,7 +337,7 @@ impl Ledger for PgLedger {
                 "UPDATE cronmail_occurrences SET state = 'sent', final_reply = $3, next_attempt_at = NULL,
                      lease_until = NULL, node = $4, updated_at = $5
                  WHERE job = $1 AND scheduled_at = $2",
-                &[&key.job, &key.scheduled_at, &reply, &self.node, &now],
+                &[&&*key.job, &key.scheduled_at, &reply, &self.node, &now],
             )
             .map(drop)
         })
@@ -353,7 +359,7 @@ impl Ledger for PgLedger {
                      next_attempt_at = $5, node = $6, lease_until = now() + make_interval(secs => $7),
                      updated_at = $8
                  WHERE job = $1 AND scheduled_at = $2",
-                &[&key.job, &key.scheduled_at, &class, &reply, &next_at, &self.node, &hold, &now],
+                &[&&*key.job, &key.scheduled_at, &class, &reply, &next_at, &self.node, &hold, &now],
             )
             .map(drop)
         })
@@ -372,7 +378,7 @@ impl Ledger for PgLedger {
                 "UPDATE cronmail_occurrences SET state = $3, last_error_class = $4, last_reply = $5,
                      next_attempt_at = NULL, lease_until = NULL, node = $6, updated_at = $7
                  WHERE job = $1 AND scheduled_at = $2",
-                &[&key.job, &key.scheduled_at, &state.name(), &class, &reply, &self.node, &now],
+                &[&&*key.job, &key.scheduled_at, &state.name(), &class, &reply, &self.node, &now],
             )
             .map(drop)
         })
@@ -460,7 +466,7 @@ impl Ledger for PgLedger {
                 &format!(
                     "SELECT {COLUMNS} FROM cronmail_occurrences WHERE job = $1 AND scheduled_at = $2"
                 ),
-                &[&key.job, &key.scheduled_at],
+                &[&&*key.job, &key.scheduled_at],
             )?
             .as_ref()
             .map(record)
@@ -485,7 +491,7 @@ impl Ledger for PgLedger {
             .iter()
             .map(|r| {
                 Ok(Key {
-                    job: r.try_get(0)?,
+                    job: r.try_get::<_, String>(0)?.into(),
                     scheduled_at: r.try_get(1)?,
                 })
             })

@@ -100,7 +100,13 @@ impl SqliteLedger {
             .map_err(sql)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(sql)?;
-        let version: i64 = conn
+        // Read the version and migrate under one write lock (BEGIN IMMEDIATE): two
+        // processes opening a new ledger at once (the daemon starting, `status`) must
+        // not both run the same migration.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(sql)?;
+        let version: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql)?;
         if version > SCHEMA_VERSION {
@@ -115,11 +121,10 @@ impl SqliteLedger {
             .enumerate()
             .skip(usize::try_from(version).unwrap_or(0))
         {
-            let tx = conn.transaction().map_err(sql)?;
             tx.execute_batch(step).map_err(sql)?;
             tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
-            tx.commit().map_err(sql)?;
         }
+        tx.commit().map_err(sql)?;
         Ok(SqliteLedger {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
@@ -153,7 +158,7 @@ const RECORD_COLUMNS: &str = "job, scheduled_at, state, message_id, attempts, ne
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
     Ok(Record {
         key: Key {
-            job: r.get(0)?,
+            job: r.get::<_, String>(0)?.into(),
             scheduled_at: from_ts(r.get(1)?),
         },
         state: State::parse(&r.get::<_, String>(2)?),
@@ -179,7 +184,7 @@ impl Ledger for SqliteLedger {
                      VALUES (?1, ?2, 'pending', ?3, ?4, ?4) ON CONFLICT DO NOTHING",
                 )?;
                 for (key, message_id) in items {
-                    out.push(stmt.execute(params![key.job, ts(key.scheduled_at), message_id, ts(now)])? == 1);
+                    out.push(stmt.execute(params![&*key.job, ts(key.scheduled_at), message_id, ts(now)])? == 1);
                 }
             }
             tx.commit()?;
@@ -198,7 +203,7 @@ impl Ledger for SqliteLedger {
             c.execute(
                 "INSERT INTO occurrences (job, scheduled_at, state, message_id, final_reply, created_at, updated_at)
                  VALUES (?1, ?2, 'skipped', ?3, ?4, ?5, ?5) ON CONFLICT DO NOTHING",
-                params![key.job, ts(key.scheduled_at), message_id, reason, ts(now)],
+                params![&*key.job, ts(key.scheduled_at), message_id, reason, ts(now)],
             )?;
             Ok(())
         })
@@ -208,7 +213,7 @@ impl Ledger for SqliteLedger {
         self.with(|c| {
             c.query_row(
                 SQLITE_START,
-                params![key.job, ts(key.scheduled_at), ts(now)],
+                params![&*key.job, ts(key.scheduled_at), ts(now)],
                 |r| r.get(0),
             )
             .optional()
@@ -219,7 +224,7 @@ impl Ledger for SqliteLedger {
         self.with(|c| {
             c.execute(
                 SQLITE_SENT,
-                params![key.job, ts(key.scheduled_at), reply, ts(now)],
+                params![&*key.job, ts(key.scheduled_at), reply, ts(now)],
             )?;
             Ok(())
         })
@@ -237,13 +242,18 @@ impl Ledger for SqliteLedger {
             {
                 let mut record_sent = tx.prepare_cached(SQLITE_SENT)?;
                 for (key, reply, at) in sent {
-                    record_sent.execute(params![key.job, ts(key.scheduled_at), reply, ts(*at)])?;
+                    record_sent.execute(params![
+                        &*key.job,
+                        ts(key.scheduled_at),
+                        reply,
+                        ts(*at)
+                    ])?;
                 }
                 let mut start = tx.prepare_cached(SQLITE_START)?;
                 for key in starts {
                     out.push(
                         start
-                            .query_row(params![key.job, ts(key.scheduled_at), ts(now)], |r| {
+                            .query_row(params![&*key.job, ts(key.scheduled_at), ts(now)], |r| {
                                 r.get(0)
                             })
                             .optional()?,
@@ -268,7 +278,7 @@ impl Ledger for SqliteLedger {
                 "UPDATE occurrences SET state = 'pending', last_error_class = ?3, last_reply = ?4,
                  next_attempt_at = ?5, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
                 params![
-                    key.job,
+                    &*key.job,
                     ts(key.scheduled_at),
                     class,
                     reply,
@@ -293,7 +303,7 @@ impl Ledger for SqliteLedger {
                 "UPDATE occurrences SET state = ?3, last_error_class = ?4, last_reply = ?5,
                  next_attempt_at = NULL, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
                 params![
-                    key.job,
+                    &*key.job,
                     ts(key.scheduled_at),
                     state.name(),
                     class,
@@ -374,7 +384,7 @@ impl Ledger for SqliteLedger {
                 &format!(
                     "SELECT {RECORD_COLUMNS} FROM occurrences WHERE job = ?1 AND scheduled_at = ?2"
                 ),
-                params![key.job, ts(key.scheduled_at)],
+                params![&*key.job, ts(key.scheduled_at)],
                 record,
             )
             .optional()

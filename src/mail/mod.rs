@@ -20,9 +20,13 @@ mod pool;
 mod probe;
 mod smtp;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
 use secrecy::SecretString;
 
-use crate::config::TransportConfig;
+use crate::config::{Config, TransportConfig};
 use crate::failure::Failure;
 use crate::message::Outgoing;
 
@@ -42,6 +46,52 @@ impl Delivered {
     /// `250 2.0.0 Ok: queued as X`: what the ledger keeps.
     pub fn reply_line(&self) -> String {
         format!("{} {}", self.code, self.reply)
+    }
+}
+
+/// A boxed future, for the object-safe `Transport`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Where the daemon's messages go. `Mailer` is the real one; the daemon takes it as an
+/// input (`MakeTransport`), so that a test can run the whole service in-process.
+pub trait Transport: Send + Sync {
+    /// Sends one message; the failure is classed, with its hint.
+    fn send<'a>(&'a self, out: &'a Outgoing) -> BoxFuture<'a, Result<Delivered, Failure>>;
+    /// Closes kept connections, at shutdown.
+    fn close(&self) -> BoxFuture<'_, ()>;
+    /// `smtp.example.com:587` or the outbox folder, for log lines.
+    fn destination(&self) -> String;
+    /// The account's user name, for log lines (empty for the outbox).
+    fn username(&self) -> &str;
+}
+
+/// Builds the transport for a configuration and its password (read from its source).
+pub type MakeTransport =
+    Arc<dyn Fn(&Config, Option<SecretString>) -> Result<Arc<dyn Transport>, Failure> + Send + Sync>;
+
+/// The real transport: `Mailer::new` for the configuration's `[smtp]` or `[outbox]`.
+pub fn make_mailer() -> MakeTransport {
+    Arc::new(|config: &Config, password| {
+        let mailer = Mailer::new(&config.transport, password, config.delivery.max_connections)?;
+        Ok(Arc::new(mailer) as Arc<dyn Transport>)
+    })
+}
+
+impl Transport for Mailer {
+    fn send<'a>(&'a self, out: &'a Outgoing) -> BoxFuture<'a, Result<Delivered, Failure>> {
+        Box::pin(Mailer::send(self, out))
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        Box::pin(Mailer::close(self))
+    }
+
+    fn destination(&self) -> String {
+        Mailer::destination(self)
+    }
+
+    fn username(&self) -> &str {
+        Mailer::username(self)
     }
 }
 
@@ -88,14 +138,6 @@ impl Mailer {
         match self {
             Mailer::Smtp(s) => s.server(),
             Mailer::Outbox(o) => format!("outbox {}", o.dir.display()),
-        }
-    }
-
-    /// `smtp` or `outbox`, for the start-up line.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Mailer::Smtp(_) => "smtp",
-            Mailer::Outbox(_) => "outbox",
         }
     }
 

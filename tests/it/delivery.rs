@@ -349,7 +349,7 @@ fn catch_up_policies_after_downtime_do_what_they_say() {
         let l = ledger(&state);
         for job in ["skip", "latest", "all", "recent"] {
             let key = Key {
-                job: job.to_owned(),
+                job: job.into(),
                 scheduled_at: last,
             };
             l.claim(&[(key.clone(), format!("{job}.x@example.com"))], last)
@@ -372,7 +372,7 @@ fn catch_up_policies_after_downtime_do_what_they_say() {
         let mut v: Vec<_> = recs
             .iter()
             .filter(|r| {
-                r.key.job == job && r.key.scheduled_at > last && r.key.scheduled_at <= minute
+                *r.key.job == *job && r.key.scheduled_at > last && r.key.scheduled_at <= minute
             })
             .collect();
         v.sort_by_key(|r| r.key.scheduled_at);
@@ -430,8 +430,8 @@ fn a_broken_reload_keeps_the_old_jobs_a_good_one_swaps_them() {
     .unwrap();
     daemon.signal(libc_sighup());
     daemon.wait_log("reload refused", 1, Duration::from_secs(10));
-    let sent_old = daemon.log_text().matches("INFO deliver").count();
-    daemon.wait_log("INFO deliver", sent_old + 2, Duration::from_secs(10));
+    let sent_old = daemon.log_text().matches("INFO sent").count();
+    daemon.wait_log("INFO sent", sent_old + 2, Duration::from_secs(10));
 
     std::fs::write(&cfg.path, good.replace("name = \"old\"", "name = \"new\"")).unwrap();
     daemon.signal(libc_sighup());
@@ -443,11 +443,11 @@ fn a_broken_reload_keeps_the_old_jobs_a_good_one_swaps_them() {
     let recs = records(&cfg);
     assert!(
         recs.iter()
-            .filter(|r| r.key.job == "old")
+            .filter(|r| &*r.key.job == "old")
             .all(|r| r.key.scheduled_at <= reloaded_at),
         "the removed job kept firing"
     );
-    assert!(recs.iter().filter(|r| r.key.job == "new").count() >= 2);
+    assert!(recs.iter().filter(|r| &*r.key.job == "new").count() >= 2);
 }
 
 #[test]

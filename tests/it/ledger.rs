@@ -15,7 +15,7 @@ fn t(s: i64) -> DateTime<Utc> {
 
 fn key(job: &str, s: i64) -> Key {
     Key {
-        job: job.to_owned(),
+        job: job.into(),
         scheduled_at: t(s),
     }
 }

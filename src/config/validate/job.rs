@@ -100,7 +100,7 @@ impl Validator<'_> {
             .collect();
         Some((
             Job {
-                name,
+                name: name.into(),
                 schedule: schedule?,
                 from: addresses.from?,
                 to: addresses.to,

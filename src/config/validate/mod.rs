@@ -162,7 +162,13 @@ impl<'a> Validator<'a> {
             state_dir,
             delivery: delivery?,
             ledger: ledger?,
-            jobs: Arc::new(jobs),
+            by_name: Arc::new(
+                jobs.iter()
+                    .enumerate()
+                    .map(|(i, j)| (Arc::clone(&j.name), i))
+                    .collect(),
+            ),
+            jobs: jobs.into_iter().map(Arc::new).collect(),
             templates: Arc::new(templates),
         })
     }

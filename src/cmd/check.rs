@@ -1,0 +1,178 @@
+//! `cronmail check [--smtp]`: validate jobs.toml and read every credential; with
+//! `--smtp`, also connect, set up TLS, log in, and QUIT without sending.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use chrono::SecondsFormat;
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::{load_config, print_error, report};
+use crate::config::{Config, SmtpConfig, TransportConfig};
+use crate::exit::Exit;
+use crate::mail::{Mailer, looks_like_app_password};
+use crate::oauth2::TokenSource;
+use crate::secret::SecretSource;
+
+pub async fn check(path: &Path, smtp: bool) -> Exit {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let mut out = std::io::stdout().lock();
+    let enabled = config.jobs.iter().filter(|j| j.enabled).count();
+    let _ = writeln!(
+        out,
+        "{}: ok, {} jobs ({enabled} enabled)",
+        path.display(),
+        config.jobs.len()
+    );
+    drop(out);
+    let password = match &config.transport {
+        TransportConfig::Outbox { dir } => {
+            let _ = writeln!(std::io::stdout(), "transport: outbox `{}`", dir.display());
+            None
+        }
+        TransportConfig::Smtp(s) => match credentials(s, path).await {
+            Ok(p) => p,
+            Err(exit) => return exit,
+        },
+    };
+    print_next(&config);
+    if !smtp {
+        return Exit::Ok;
+    }
+    probe(&config, password).await
+}
+
+/// Reads every credential of `[smtp]` once, as a send would.
+async fn credentials(s: &SmtpConfig, path: &Path) -> Result<Option<SecretString>, Exit> {
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "transport: smtp {}:{} tls={}", s.host, s.port, s.tls);
+    if let Some(o) = &s.oauth2 {
+        let tokens = match TokenSource::new(o, &s.extra_roots) {
+            Ok(source) => source.refresh().await,
+            Err(e) => Err(e),
+        };
+        match tokens {
+            Ok(tokens) => {
+                let _ = writeln!(
+                    out,
+                    "token: {} gave an access token for the refresh token in `{}` (valid for {})",
+                    o.token_url,
+                    o.refresh_token_file.display(),
+                    humantime::format_duration(tokens.expires_in)
+                );
+            }
+            Err(e) => return Err(report(Some("getting an OAuth2 access token"), &e)),
+        }
+    }
+    if let Some(src) = &s.token_command {
+        match src.read().await {
+            Ok(token) => {
+                let _ = writeln!(out, "token: {src} printed an access token");
+                if looks_like_app_password(token.expose_secret()) {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "warning: the token from {src} looks like an App Password (16 letters); XOAUTH2 needs an OAuth2 access token"
+                    );
+                }
+            }
+            Err(e) => {
+                print_error(&format!("the OAuth2 access token cannot be read: {e}"));
+                return Err(Exit::Config);
+            }
+        }
+    }
+    let Some(src) = &s.password else {
+        return Ok(None);
+    };
+    if let Some(warning) = permission_warning(src, path) {
+        let _ = writeln!(std::io::stderr(), "warning: {warning}");
+    }
+    match src.read().await {
+        Ok(p) => {
+            let _ = writeln!(out, "password: readable from {src}");
+            Ok(Some(p))
+        }
+        Err(e) => {
+            print_error(&format!("the SMTP password cannot be read: {e}"));
+            Err(Exit::Config)
+        }
+    }
+}
+
+/// Each enabled job's first occurrence, found while loading a moment ago: parsing
+/// 10,000 schedules again costs more than the whole check.
+fn print_next(config: &Config) {
+    let mut out = std::io::stdout().lock();
+    for job in config.jobs.iter().filter(|j| j.enabled) {
+        if let Some(t) = job.first {
+            let _ = writeln!(
+                out,
+                "next: {}\t{}",
+                job.name,
+                t.with_timezone(&job.tz())
+                    .to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+        }
+    }
+}
+
+/// `--smtp`: TLS, the certificate, and a real login.
+async fn probe(config: &Config, password: Option<SecretString>) -> Exit {
+    let TransportConfig::Smtp(_) = &config.transport else {
+        print_error("`check --smtp` needs an [smtp] section; this file uses [outbox]");
+        return Exit::Usage;
+    };
+    let mailer = match Mailer::new(&config.transport, password, 1) {
+        Ok(Mailer::Smtp(m)) => m,
+        Ok(Mailer::Outbox(_)) => return Exit::Software,
+        Err(e) => return report(None, &e),
+    };
+    match mailer.probe().await {
+        Ok(report) => {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "server: {} ({})", report.server, report.greeting);
+            if let Some(tls) = &report.tls {
+                let _ = writeln!(out, "tls: {}", tls.version);
+                let _ = writeln!(out, "certificate: {}", tls.subject);
+                let _ = writeln!(out, "issuer: {}", tls.issuer);
+                let _ = writeln!(out, "expires: {}", tls.not_after);
+                let _ = writeln!(out, "fingerprint: {}", tls.fingerprint);
+            } else {
+                let _ = writeln!(out, "tls: none (loopback)");
+            }
+            let _ = writeln!(
+                out,
+                "auth: {}",
+                report.auth.as_deref().unwrap_or("not configured")
+            );
+            Exit::Ok
+        }
+        Err(e) => report(None, &e),
+    }
+}
+
+/// Warns when a password file, or jobs.toml naming a password command, can be read or
+/// changed by other users.
+fn permission_warning(src: &SecretSource, config: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (path, what) = match src {
+        SecretSource::File(p) => (p.as_path(), "the password file"),
+        SecretSource::Command(_) => (config, "jobs.toml, which names the password command,"),
+        _ => return None,
+    };
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    let readable = matches!(src, SecretSource::File(_)) && mode & 0o044 != 0;
+    let writable = mode & 0o022 != 0;
+    (readable || writable).then(|| {
+        format!(
+            "{what} `{}` has mode {:03o}: other users can {}; run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            if writable { "change it" } else { "read it" },
+            path.display()
+        )
+    })
+}

@@ -1,0 +1,88 @@
+//! `cronmail next` (upcoming occurrences) and `cronmail render` (one occurrence's
+//! exact message): what cronmail will do, without doing it.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{SecondsFormat, Utc};
+
+use super::{find_job, load_config, parse_instant, print_error};
+use crate::config::Job;
+use crate::deliver;
+use crate::exit::Exit;
+
+pub fn next(path: &Path, job: Option<&str>, count: usize, from: Option<&str>) -> Exit {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let from = match from.map(|f| parse_instant("--from", f)).transpose() {
+        Ok(f) => f.unwrap_or_else(Utc::now),
+        Err(exit) => return exit,
+    };
+    let jobs: Vec<&Arc<Job>> = match job {
+        Some(name) => match find_job(&config, name) {
+            Ok(j) => vec![j],
+            Err(exit) => return exit,
+        },
+        None => config.jobs.iter().filter(|j| j.enabled).collect(),
+    };
+    let mut lines = Vec::new();
+    for job in jobs {
+        let mut t = from;
+        for _ in 0..count {
+            let Some(n) = job.schedule.next_after(t) else {
+                break;
+            };
+            lines.push((n, job));
+            t = n;
+        }
+    }
+    lines.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    let mut out = std::io::stdout().lock();
+    for (t, job) in lines {
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}",
+            job.name,
+            t.with_timezone(&job.tz())
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+        );
+    }
+    Exit::Ok
+}
+
+pub fn render(path: &Path, name: &str, at: Option<&str>) -> Exit {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let job = match find_job(&config, name) {
+        Ok(j) => j,
+        Err(exit) => return exit,
+    };
+    let at = match at.map(|a| parse_instant("--at", a)).transpose() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            let Some(t) = job.schedule.next_after(Utc::now()) else {
+                print_error(&format!("job `{name}` has no next occurrence"));
+                return Exit::Config;
+            };
+            t
+        }
+        Err(exit) => return exit,
+    };
+    // The Date header is the occurrence itself, so the output is reproducible.
+    match deliver::prepare(&config, job, at, at, None) {
+        Ok(out) => {
+            let _ = std::io::stdout().write_all(&out.bytes);
+            Exit::Ok
+        }
+        Err(e) => {
+            print_error(&format!("job `{name}`: {e}"));
+            Exit::Config
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! `cronmail oauth2 authorize`: the one interactive sign-in that writes the refresh
+//! token for `[smtp.oauth2]`.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use super::{load_config, print_error, report};
+use crate::cli::OAuthProviderArg;
+use crate::config::{OAuthProvider, TransportConfig};
+use crate::exit::Exit;
+
+pub async fn authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u16) -> Exit {
+    let config = match load_config(path) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let TransportConfig::Smtp(smtp) = &config.transport else {
+        print_error(
+            "`oauth2 authorize` needs an [smtp] section with [smtp.oauth2]; this file uses [outbox]",
+        );
+        return Exit::Config;
+    };
+    let Some(oauth2) = &smtp.oauth2 else {
+        print_error(&format!(
+            "{} has no [smtp.oauth2] section. For Microsoft 365, add:\n\n  \
+             [smtp.oauth2]\n  provider = \"microsoft\"\n  client_id = \"YOUR-APP-ID\"\n\n\
+             (the README's \"OAuth2\" section shows how to register the app)",
+            path.display()
+        ));
+        return Exit::Config;
+    };
+    let wanted = provider.map(|p| match p {
+        OAuthProviderArg::Microsoft => OAuthProvider::Microsoft,
+        OAuthProviderArg::Google => OAuthProvider::Google,
+    });
+    if let Some(w) = wanted
+        && oauth2.provider != Some(w)
+    {
+        print_error(&format!(
+            "--provider {} does not match [smtp.oauth2] in {} ({}); the client id and endpoints come from there",
+            w.name(),
+            path.display(),
+            oauth2
+                .provider
+                .map_or("no provider, explicit URLs", |p| p.name())
+        ));
+        return Exit::Usage;
+    }
+    let mut stdout = std::io::stdout();
+    match crate::oauth2::authorize(oauth2, &smtp.extra_roots, port, &mut stdout).await {
+        Ok(file) => {
+            let _ = writeln!(
+                stdout,
+                "Signed in. Saved the refresh token to `{}` (mode 0600).\nNext: cronmail -c {} check --smtp",
+                file.display(),
+                path.display()
+            );
+            Exit::Ok
+        }
+        Err(e) => report(Some("signing in"), &e),
+    }
+}

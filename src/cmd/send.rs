@@ -1,0 +1,80 @@
+//! `cronmail send JOB [--to ADDR]`: render and send one occurrence now, the "send me a
+//! test" command. Not recorded in the ledger, and never retried.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use lettre::message::Mailbox;
+
+use super::{find_job, print_error, report, report_load_error};
+use crate::config::{Host, header_control};
+use crate::deliver::{self, DeliverError};
+use crate::exit::Exit;
+
+pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
+    let redirect = match to.map(Mailbox::from_str).transpose() {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&format!(
+                "--to `{}` is not a valid address: {e}",
+                to.unwrap_or_default()
+            ));
+            return Exit::Usage;
+        }
+    };
+    if to.is_some_and(|t| header_control(t).is_some()) {
+        print_error("--to contains a line break or control character");
+        return Exit::Usage;
+    }
+    let loaded = match deliver::load(path, &Host::from_env(), &crate::mail::make_mailer()).await {
+        Ok(l) => l,
+        Err(e) => return report_load_error(&e, path),
+    };
+    let job = match find_job(&loaded.config, name) {
+        Ok(j) => std::sync::Arc::clone(j),
+        Err(exit) => return exit,
+    };
+    // A manual send is its own occurrence: now, to the second.
+    let now = Utc::now();
+    let occurrence = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let started = Instant::now();
+    let result = deliver::deliver(&loaded, &job, occurrence, now, redirect.as_ref()).await;
+    let line = deliver::Attempt {
+        job: &job,
+        occurrence,
+        attempt: 1,
+        transport: &*loaded.transport,
+        elapsed: started.elapsed(),
+    };
+    match result {
+        Ok(sent) => {
+            deliver::log_outcome(&line, Ok(&sent), "");
+            let _ = writeln!(
+                std::io::stdout(),
+                "sent `{name}` to {} recipient(s): {} {} (Message-ID <{}>)",
+                sent.out.recipient_count(),
+                sent.delivered.code,
+                sent.delivered.reply,
+                sent.out.message_id
+            );
+            Exit::Ok
+        }
+        Err((message_id, e)) => {
+            deliver::log_outcome(
+                &line,
+                Err((message_id.as_deref(), &e)),
+                "not retried (a manual send)",
+            );
+            match e {
+                DeliverError::Send(e) => report(None, &e),
+                other => {
+                    print_error(&format!("job `{name}`: {other}"));
+                    Exit::Config
+                }
+            }
+        }
+    }
+}

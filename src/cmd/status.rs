@@ -1,0 +1,131 @@
+//! `cronmail status` (per job: next, last sent, last failure, pending) and `cronmail
+//! history` (recent occurrences with their state and reply): read from the ledger while
+//! a daemon may be running.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use super::{ledger_exit, load_config, print_error};
+use crate::config::{Config, Job};
+use crate::exit::Exit;
+use crate::ledger::{self, Ledger};
+
+/// Opens the ledger of `config` for reading (no lock: a daemon may be running).
+fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
+    let password = match ledger::password_source(config) {
+        Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                print_error(&format!("the ledger database password cannot be read: {e}"));
+                return Err(Exit::Config);
+            }
+        },
+        None => None,
+    };
+    ledger::open(config, password.as_ref(), ledger::Mode::Read).map_err(|e| {
+        print_error(&e.to_string());
+        ledger_exit(&e)
+    })
+}
+
+/// The config at `path` and its ledger, for the commands that read the ledger. Run
+/// inside `block_in_place`: the `PostgreSQL` client blocks.
+fn config_and_ledger(path: &Path) -> Result<(Config, Box<dyn Ledger>), Exit> {
+    let config = load_config(path)?;
+    let ledger = open_ledger(&config)?;
+    Ok((config, ledger))
+}
+
+pub fn status(path: &Path) -> Exit {
+    let (config, ledger) = match config_and_ledger(path) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    let summary = match ledger.summary() {
+        Ok(s) => s,
+        Err(e) => {
+            print_error(&e.to_string());
+            return Exit::CantCreate;
+        }
+    };
+    let now = Utc::now();
+    let mut out = std::io::stdout().lock();
+    let fmt = |job: &Job, t: DateTime<Utc>| {
+        t.with_timezone(&job.tz())
+            .to_rfc3339_opts(SecondsFormat::Secs, true)
+    };
+    for job in config.jobs.iter() {
+        let s = summary.get(&*job.name).cloned().unwrap_or_default();
+        let next = if job.enabled {
+            job.schedule
+                .next_after(now)
+                .map_or_else(|| "never".to_owned(), |t| fmt(job, t))
+        } else {
+            "disabled".to_owned()
+        };
+        let _ = writeln!(out, "{}", job.name);
+        let _ = writeln!(out, "  next:         {next}");
+        let _ = writeln!(
+            out,
+            "  last sent:    {}",
+            s.last_sent.map_or_else(
+                || "never".to_owned(),
+                |(t, id)| format!("{} <{id}>", fmt(job, t))
+            )
+        );
+        let _ = writeln!(
+            out,
+            "  last failure: {}",
+            s.last_failure.map_or_else(
+                || "none".to_owned(),
+                |(t, class, reply)| format!("{} {class}: {reply}", fmt(job, t))
+            )
+        );
+        let _ = writeln!(out, "  pending:      {}", s.pending);
+    }
+    Exit::Ok
+}
+
+pub fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
+    let (config, ledger) = match config_and_ledger(path) {
+        Ok(v) => v,
+        Err(exit) => return exit,
+    };
+    let records = match ledger.history(job, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            print_error(&e.to_string());
+            return Exit::CantCreate;
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        let tz = config.job(&r.key.job).map_or(chrono_tz::UTC, |j| j.tz());
+        let reply = r
+            .final_reply
+            .as_deref()
+            .or(r.last_reply.as_deref())
+            .unwrap_or("");
+        let node = r
+            .node
+            .as_deref()
+            .map(|n| format!("\tnode={n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{}\t{}\t{}\tattempts={}\t<{}>\t{}{node}",
+            r.key
+                .scheduled_at
+                .with_timezone(&tz)
+                .to_rfc3339_opts(SecondsFormat::Secs, true),
+            r.key.job,
+            r.state,
+            r.attempts,
+            r.message_id,
+            reply.replace(['\r', '\n'], " ")
+        );
+    }
+    Exit::Ok
+}

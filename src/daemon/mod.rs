@@ -1,0 +1,223 @@
+//! The service: the timer loop, the delivery worker, reload, shutdown and the
+//! supervisor's notices. The only module that spawns long-lived tasks.
+//!
+//! Shape (after mini-redis): `run(service, events)` takes everything that varies as
+//! inputs (`Service`: the clock, the machine's facts, the notice sink, the transport,
+//! and the channel of control events), so that tests drive the whole service on paused
+//! time in-process, and `main` with the system clock, `sd_notify` and OS signals.
+//!
+//! Files: `timer_loop` (what is due, when), `worker` (claims, retries, holds),
+//! `attempt` (one send as a task), `recorder` (the one way to the ledger, with group
+//! commit), `signals`, `notify`.
+
+mod attempt;
+mod notify;
+mod recorder;
+mod signals;
+mod timer_loop;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::SecondsFormat;
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+pub use notify::{Notice, Notify, SdNotify};
+pub use signals::{Control, signal_events};
+pub use timer_loop::{Fire, MAX_SLEEP, TimerEvent, timer_loop};
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, Host};
+use crate::deliver::{self, LoadError, Loaded};
+use crate::ledger::{self, LedgerError};
+use crate::mail::MakeTransport;
+use crate::secret::SecretError;
+use crate::timer::Timer;
+use recorder::{Recorder, on_blocking_pool};
+use worker::{Msg, Worker};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Load(#[from] LoadError),
+    #[error("reading the ledger database password: {0}")]
+    Secret(#[from] SecretError),
+    #[error("{0}")]
+    Ledger(#[from] LedgerError),
+}
+
+/// What the daemon runs with: everything that a test replaces.
+pub struct Service {
+    /// jobs.toml.
+    pub config: PathBuf,
+    /// The machine's facts; `now` is replaced by the clock's at each load.
+    pub host: Host,
+    pub clock: Arc<dyn Clock>,
+    pub notify: Arc<dyn Notify>,
+    /// Builds the transport for each configuration loaded.
+    pub transport: MakeTransport,
+}
+
+impl Service {
+    /// The real one: the system clock, the machine's facts, `sd_notify`, the real mailer.
+    pub fn system(config: PathBuf) -> Self {
+        Service {
+            config,
+            host: Host::from_env(),
+            clock: Arc::new(SystemClock),
+            notify: Arc::new(SdNotify::from_env()),
+            transport: crate::mail::make_mailer(),
+        }
+    }
+
+    async fn load(&self) -> Result<Loaded, LoadError> {
+        let host = Host {
+            now: self.clock.now(),
+            ..self.host.clone()
+        };
+        let loaded = deliver::load(&self.config, &host, &self.transport).await;
+        release_freed_memory();
+        loaded
+    }
+}
+
+/// Runs the daemon until `events` yields `Shutdown` (or closes).
+pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Result<(), StartError> {
+    let clock = Arc::clone(&service.clock);
+    let notify = Arc::clone(&service.notify);
+    let first = Arc::new(service.load().await?);
+    let state_dir = first.config.state_dir.clone();
+    let ledger = open_ledger(&first.config).await?;
+    let (recorder, writer) = Recorder::spawn(ledger);
+    let enabled = first.config.jobs.iter().filter(|j| j.enabled).count();
+    info!(config = %service.config.display(), jobs = enabled, transport = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
+
+    // Jobs resume after the last occurrence the ledger has seen, so what was missed
+    // while cronmail was down meets the catch-up policy.
+    let ledger_id = ledger::identity(&first.config);
+    let found = recorder
+        .call(|l| Ok((l.last_handled()?, l.unfinished()?)))
+        .await;
+    let (handled, unfinished) = match found {
+        Ok(found) => found,
+        Err(e) => {
+            drop(recorder);
+            let _ = writer.await;
+            return Err(e.into());
+        }
+    };
+    let timer = Timer::new(first.config.jobs.clone(), clock.now(), &handled);
+    notify.notify(&[Notice::Ready, status(&timer)]);
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let worker = Worker::new(Arc::clone(&first), recorder, Arc::clone(&clock));
+    let worker = tokio::spawn(worker.run(rx, unfinished));
+    drop(first);
+
+    let loop_fut = timer_loop(
+        timer,
+        &*clock,
+        &mut events,
+        |event| {
+            // The worker outlives the loop, so a send only fails if it panicked.
+            let _ = tx.send(Msg::Timer(event));
+        },
+        async |_now| {
+            notify.notify(&[Notice::Reloading]);
+            let timer = match service.load().await {
+                Ok(new) => {
+                    let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
+                    info!(config = %service.config.display(), jobs, transport = %new.transport.destination(), "configuration reloaded");
+                    if new.config.state_dir != state_dir {
+                        warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
+                    }
+                    if ledger::identity(&new.config) != ledger_id {
+                        warn!("[ledger] changed; the new ledger is used only after a restart");
+                    }
+                    // A changed schedule takes effect from now: occurrences already
+                    // handled stay handled, nothing in between is caught up.
+                    let timer = Timer::new(new.config.jobs.clone(), clock.now(), &HashMap::new());
+                    let _ = tx.send(Msg::Reload(Arc::new(new)));
+                    notify.notify(&[status(&timer)]);
+                    Some(timer)
+                }
+                Err(e) => {
+                    error!(config = %service.config.display(), error = %e, "reload refused; the previous configuration keeps running");
+                    None
+                }
+            };
+            notify.notify(&[Notice::Ready]);
+            timer
+        },
+    );
+
+    match notify.watchdog() {
+        None => loop_fut.await,
+        Some(period) => {
+            // WATCHDOG=1 only while the timer loop itself is alive: both run in this task.
+            tokio::pin!(loop_fut);
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    () = &mut loop_fut => break,
+                    _ = tick.tick() => notify.notify(&[Notice::Watchdog]),
+                }
+            }
+        }
+    }
+
+    notify.notify(&[Notice::Stopping]);
+    drop(tx);
+    if let Err(e) = worker.await {
+        error!(error = %e, "the delivery worker failed");
+    }
+    // Every handle on the ledger is gone with the worker: the writer stops and drops it.
+    if let Err(e) = writer.await {
+        error!(error = %e, "the ledger writer failed");
+    }
+    info!("cronmail stopped");
+    Ok(())
+}
+
+/// Opens the configured ledger for this daemon (locked), on the blocking pool.
+async fn open_ledger(config: &Arc<Config>) -> Result<Box<dyn ledger::Ledger>, StartError> {
+    let password = match ledger::password_source(config) {
+        Some(src) => Some(src.read().await?),
+        None => None,
+    };
+    let config = Arc::clone(config);
+    Ok(
+        on_blocking_pool(move || ledger::open(&config, password.as_ref(), ledger::Mode::Exclusive))
+            .await?,
+    )
+}
+
+/// The status line: the next occurrence.
+fn status(timer: &Timer) -> Notice {
+    Notice::Status(match timer.peek() {
+        Some((t, i)) => format!(
+            "next: {} at {}",
+            timer.job(i).name,
+            t.with_timezone(&timer.job(i).tz())
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+        None => "no job scheduled".to_owned(),
+    })
+}
+
+/// Gives the heap that loading jobs.toml used and freed back to the system. Parsing
+/// holds the whole document with its spans (about 50 MB for 10,000 jobs), and glibc
+/// keeps freed memory in its arenas: without this, the daemon's RSS stays at that peak.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim takes no pointer and only returns free pages of glibc's own
+    // heap to the kernel; it is safe to call at any time from any thread.
+    #[allow(unsafe_code)]
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}

@@ -1,0 +1,133 @@
+//! The timer loop: sleeps until the earliest next occurrence (never more than
+//! `MAX_SLEEP`, re-reading the wall clock on wake), asks the `Timer` what is due, and
+//! hands each decision on. It never polls per job.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tracing::warn;
+
+use super::signals::Control;
+use crate::clock::Clock;
+use crate::config::Job;
+use crate::deliver::utc;
+use crate::timer::{Decision, SkipReason, Timer};
+
+/// Longest single sleep of the timer loop. The loop re-reads the wall clock when it
+/// wakes, so a suspend, an NTP step or a manual clock change delays a reminder by at
+/// most this much, not by however long a monotonic sleep had left.
+pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// A wall-clock jump larger than this between two wakes is logged as a suspend/resume
+/// or a clock change.
+const JUMP_WARNING: Duration = Duration::from_secs(5);
+
+/// One fire handed from the timer loop to delivery, with how late the hand-off was.
+#[derive(Clone, Debug)]
+pub struct Fire {
+    pub job: Arc<Job>,
+    pub occurrence: DateTime<Utc>,
+    pub fired_at: DateTime<Utc>,
+    pub caught_up: bool,
+}
+
+/// What the timer loop reports.
+#[derive(Clone, Debug)]
+pub enum TimerEvent {
+    Fire(Fire),
+    /// A missed occurrence the catch-up policy drops (already logged).
+    Skip {
+        job: Arc<Job>,
+        occurrence: DateTime<Utc>,
+        reason: SkipReason,
+    },
+}
+
+/// The timer loop alone: sleeps until the next occurrence, decides what is due, and
+/// reports each decision to `on`. Returns when `events` yields `Shutdown` or closes.
+/// `on_reload` is asked for a new `Timer` on `Reload`; it returns `None` to keep the old.
+pub async fn timer_loop(
+    mut timer: Timer,
+    clock: &dyn Clock,
+    events: &mut mpsc::Receiver<Control>,
+    mut on: impl FnMut(TimerEvent),
+    mut on_reload: impl AsyncFnMut(DateTime<Utc>) -> Option<Timer>,
+) {
+    let mut last_wake = clock.now();
+    loop {
+        let now = clock.now();
+        if now + chrono::Duration::from_std(JUMP_WARNING).unwrap_or_default() < last_wake {
+            warn!(
+                by_s = (last_wake - now).num_seconds(),
+                "the wall clock went back; occurrences already handled are not sent again"
+            );
+        }
+        last_wake = now;
+        fire_due(&mut timer, clock, &mut on);
+
+        let deadline = timer.next_deadline();
+        let sleep_for = deadline.map_or(MAX_SLEEP, |t| {
+            (t - clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .saturating_sub(clock.spin_window())
+                .min(MAX_SLEEP)
+        });
+        let expected_wake = clock.now() + chrono::Duration::from_std(sleep_for).unwrap_or_default();
+        tokio::select! {
+            () = tokio::time::sleep(sleep_for) => {
+                let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
+                if late > JUMP_WARNING {
+                    warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
+                }
+                if let Some(d) = deadline
+                    && d - clock.now() <= chrono::Duration::from_std(clock.spin_window()).unwrap_or_default() {
+                        spin_until(clock, d);
+                    }
+            }
+            event = events.recv() => match event {
+                Some(Control::Reload) => {
+                    // Fire whatever is due under the old jobs first, so nothing falls
+                    // between the old timer and the new one.
+                    fire_due(&mut timer, clock, &mut on);
+                    if let Some(new) = on_reload(clock.now()).await {
+                        timer = new;
+                    }
+                }
+                Some(Control::Shutdown) | None => return,
+            }
+        }
+    }
+}
+
+/// Decides everything due now, logs skips, and reports each decision.
+fn fire_due(timer: &mut Timer, clock: &dyn Clock, on: &mut impl FnMut(TimerEvent)) {
+    timer.due(clock.now(), |job, d| match d {
+        Decision::Fire { occurrence, caught_up, .. } => {
+            // Stamp the hand-off itself: this is the lateness the design notes report.
+            on(TimerEvent::Fire(Fire { job: Arc::clone(job), occurrence, fired_at: clock.now(), caught_up }));
+        }
+        Decision::Skip { occurrence, late, reason, .. } => {
+            warn!(job = %job.name, occurrence = %utc(occurrence), late_s = late.as_secs(), reason = reason.describe(), "skipped");
+            on(TimerEvent::Skip { job: Arc::clone(job), occurrence, reason });
+        }
+        Decision::SkipMany { count, first, last, .. } => {
+            warn!(job = %job.name, count, first = %utc(first), last = %utc(last), "skipped many missed occurrences");
+        }
+    });
+}
+
+/// Waits actively for the last moments before `deadline`, on clocks that allow it.
+fn spin_until(clock: &dyn Clock, deadline: DateTime<Utc>) {
+    let window = clock.spin_window();
+    if window.is_zero() {
+        return;
+    }
+    // Bounded in real time, whatever the clock says.
+    let limit = Instant::now() + window * 2;
+    while clock.now() < deadline && Instant::now() < limit {
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,543 @@
+//! The delivery worker: one task that claims fired occurrences in the ledger, starts
+//! an attempt for each (`attempt`), and decides after each failure (`retry::decide`):
+//! retry later, hold the account, or give up. It also resumes what the ledger says was
+//! unfinished, keeps what the ledger could not record until it can, takes over work
+//! other nodes left, and drains the attempts in progress at shutdown.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use super::attempt::{Attempt, Done};
+use super::recorder::Recorder;
+use super::timer_loop::{MAX_SLEEP, TimerEvent};
+use crate::clock::Clock;
+use crate::config::{Job, LedgerConfig};
+use crate::deliver::{self, Loaded, local, utc};
+use crate::ledger::{Key, Record, State};
+use crate::message;
+use crate::retry::{self, Hold, Next};
+
+/// A fire handed off later than this after its instant gets its own log line.
+const LATE_NOTICE: Duration = Duration::from_secs(1);
+
+/// How often the queues of unrecorded claims and deliveries are retried.
+const LEDGER_RETRY: Duration = Duration::from_secs(1);
+
+/// What the worker is told.
+pub(super) enum Msg {
+    /// A decision of the timer.
+    Timer(TimerEvent),
+    /// A new configuration (and credentials): releases an authentication hold.
+    Reload(Arc<Loaded>),
+}
+
+/// A fired occurrence to claim: its key and its stable Message-ID.
+type Claim = (Key, String);
+
+pub(super) struct Worker {
+    /// The configuration and transport in force: the one copy the worker reads.
+    current: Arc<Loaded>,
+    recorder: Recorder,
+    clock: Arc<dyn Clock>,
+    retries: BinaryHeap<Reverse<(DateTime<Utc>, Key)>>,
+    inflight: JoinSet<Done>,
+    hold: Option<Hold>,
+    /// Occurrences already logged as held, so each is logged once.
+    held_logged: HashSet<Key>,
+    /// Occurrences with an attempt running here: never started twice at once.
+    running: HashSet<Key>,
+    /// Fired occurrences whose claim the ledger could not record (it was unreachable):
+    /// claimed again at each tick, so an outage of the ledger loses none.
+    unclaimed: Vec<Claim>,
+    /// Sent occurrences the ledger could not record as sent: recorded again at each tick,
+    /// before anything else, so that no other node takes them over.
+    unrecorded: Vec<(Key, String, DateTime<Utc>)>,
+    /// When to look for work other nodes left, or to retry the two queues above.
+    next_poll: tokio::time::Instant,
+}
+
+impl Worker {
+    pub fn new(current: Arc<Loaded>, recorder: Recorder, clock: Arc<dyn Clock>) -> Self {
+        Worker {
+            current,
+            recorder,
+            clock,
+            retries: BinaryHeap::new(),
+            inflight: JoinSet::new(),
+            hold: None,
+            held_logged: HashSet::new(),
+            running: HashSet::new(),
+            unclaimed: Vec::new(),
+            unrecorded: Vec::new(),
+            next_poll: tokio::time::Instant::now(),
+        }
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, unfinished: Vec<Record>) {
+        self.resume(unfinished).await;
+        loop {
+            let now = self.clock.now();
+            let mut sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
+                (*t - now).to_std().unwrap_or_default().min(MAX_SLEEP)
+            });
+            if self.poll_every().is_some() {
+                sleep_for = sleep_for.min(
+                    self.next_poll
+                        .saturating_duration_since(tokio::time::Instant::now()),
+                );
+            }
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    // Take everything already queued: a burst is claimed in one transaction.
+                    let mut batch = vec![msg];
+                    while let Ok(m) = rx.try_recv() {
+                        batch.push(m);
+                    }
+                    self.handle(batch).await;
+                }
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
+                    Ok(done) => self.finish(done).await,
+                    Err(e) => error!(error = %e, "a delivery task failed"),
+                },
+                () = tokio::time::sleep(sleep_for) => {
+                    self.retry_due().await;
+                    self.poll().await;
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Shutdown: nothing new starts; sends in progress get the grace period. Whatever
+    /// is still pending stays pending in the ledger and resumes at the next start.
+    async fn drain(&mut self) {
+        let grace = self.current.config.delivery.shutdown_grace;
+        if !self.inflight.is_empty() {
+            info!(
+                in_flight = self.inflight.len(),
+                grace_s = grace.as_secs(),
+                "stopping: waiting for sends in progress"
+            );
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.inflight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.inflight.join_next()).await {
+                Ok(Some(Ok(done))) => self.finish(done).await,
+                Ok(Some(Err(e))) => error!(error = %e, "a delivery task failed"),
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(
+                        abandoned = self.inflight.len(),
+                        "stopping: sends still in progress after the grace period were abandoned; they stay in the ledger and are sent again, with the same Message-ID, at the next start"
+                    );
+                    self.inflight.abort_all();
+                    break;
+                }
+            }
+        }
+        self.current.transport.close().await;
+    }
+
+    /// The job of `key` in the configuration in force.
+    fn job(&self, key: &Key) -> Option<Arc<Job>> {
+        self.current.config.job(&key.job).cloned()
+    }
+
+    /// The poll period: the ledger's when it is shared, else only while something waits
+    /// to be recorded.
+    fn poll_every(&self) -> Option<Duration> {
+        let waiting = !self.unclaimed.is_empty() || !self.unrecorded.is_empty();
+        match &self.current.config.ledger {
+            LedgerConfig::Postgres(pg) if waiting => Some(pg.poll.min(LEDGER_RETRY)),
+            LedgerConfig::Postgres(pg) => Some(pg.poll),
+            LedgerConfig::Sqlite if waiting => Some(LEDGER_RETRY),
+            LedgerConfig::Sqlite => None,
+        }
+    }
+
+    /// Records what waits to be recorded, then takes over work other nodes left.
+    async fn poll(&mut self) {
+        let Some(every) = self.poll_every() else {
+            return;
+        };
+        if tokio::time::Instant::now() < self.next_poll {
+            return;
+        }
+        self.next_poll = tokio::time::Instant::now() + every;
+        if !self.unrecorded.is_empty() {
+            self.record_unrecorded().await;
+            // Until these are recorded, nothing else: another node must not resend them.
+            if !self.unrecorded.is_empty() {
+                return;
+            }
+        }
+        if !self.unclaimed.is_empty() {
+            let claims = std::mem::take(&mut self.unclaimed);
+            self.claim(claims).await;
+        }
+        if !self.recorder.shared() {
+            return;
+        }
+        let now = self.clock.now();
+        match self.recorder.call(move |l| l.takeable(now)).await {
+            Ok(keys) => {
+                for key in keys {
+                    if !self.running.contains(&key) && self.job(&key).is_some() {
+                        info!(job = %key.job, occurrence = %utc(key.scheduled_at), "taking over an occurrence another node left (its lease lapsed)");
+                        self.start(key);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "looking for work other nodes left failed; trying again"),
+        }
+    }
+
+    async fn record_unrecorded(&mut self) {
+        let waiting = std::mem::take(&mut self.unrecorded);
+        let keys: Vec<Key> = waiting.iter().map(|(k, ..)| k.clone()).collect();
+        let result = self
+            .recorder
+            .call(move |l| {
+                let mut left = Vec::new();
+                let mut first_error = None;
+                for (key, reply, at) in waiting {
+                    if let Err(e) = l.sent(&key, &reply, at) {
+                        first_error.get_or_insert(e);
+                        left.push((key, reply, at));
+                    }
+                }
+                Ok((left, first_error))
+            })
+            .await;
+        match result {
+            Ok((left, error)) => {
+                for key in &keys {
+                    self.running.remove(key);
+                }
+                for (key, ..) in &left {
+                    self.running.insert(key.clone());
+                }
+                self.unrecorded = left;
+                if let Some(e) = error {
+                    warn!(waiting = self.unrecorded.len(), error = %e, "the ledger still cannot record deliveries; trying again");
+                } else {
+                    info!(
+                        recorded = keys.len(),
+                        "the ledger is back: recorded the deliveries it had missed"
+                    );
+                }
+            }
+            Err(e) => error!(error = %e, "the ledger writer stopped with deliveries unrecorded"),
+        }
+    }
+
+    /// Claims fired occurrences and starts those this node won. A claim the ledger
+    /// could not record waits in `unclaimed`: sending unrecorded could send twice.
+    async fn claim(&mut self, claims: Vec<Claim>) {
+        let now = self.clock.now();
+        let retry = claims.clone();
+        let keys: Vec<Key> = claims.iter().map(|(k, _)| k.clone()).collect();
+        match self.recorder.call(move |l| l.claim(&claims, now)).await {
+            Ok(fresh) => {
+                for (key, new) in keys.into_iter().zip(fresh) {
+                    if new {
+                        self.start(key);
+                    }
+                }
+            }
+            Err(e) => {
+                let retry_for = self.current.config.delivery.retry_for;
+                let expired =
+                    |k: &Key| (now - k.scheduled_at).to_std().unwrap_or_default() > retry_for;
+                let (dropped, keep): (Vec<_>, Vec<_>) =
+                    retry.into_iter().partition(|(k, _)| expired(k));
+                for (k, _) in &dropped {
+                    error!(job = %k.job, occurrence = %utc(k.scheduled_at), error = %e, "not sent: the ledger could not record the claim within retry_for");
+                }
+                if self.unclaimed.is_empty() && !keep.is_empty() {
+                    error!(error = %e, occurrences = keep.len(), "the ledger cannot record claims; holding these occurrences until it can (nothing is sent unrecorded)");
+                }
+                self.unclaimed.extend(keep);
+                self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
+            }
+        }
+    }
+
+    /// Requeues what the ledger says was unfinished when cronmail last stopped.
+    async fn resume(&mut self, unfinished: Vec<Record>) {
+        let now = self.clock.now();
+        for r in unfinished {
+            let Some(job) = self.job(&r.key) else {
+                warn!(job = %r.key.job, occurrence = %utc(r.key.scheduled_at), "not sent: the job is no longer in jobs.toml; recorded as skipped");
+                self.give_up_removed(r.key).await;
+                continue;
+            };
+            if r.state == State::Sending {
+                warn!(
+                    job = %job.name,
+                    occurrence = %utc(r.key.scheduled_at),
+                    local = %local(&job, r.key.scheduled_at),
+                    message_id = %r.message_id,
+                    "an attempt was interrupted (cronmail stopped or crashed while sending); sending again with the same Message-ID, so a duplicate is recognisable"
+                );
+            }
+            let at = r.next_attempt_at.unwrap_or(now).max(now);
+            self.retries.push(Reverse((at, r.key)));
+        }
+        if !self.retries.is_empty() {
+            info!(
+                queued = self.retries.len(),
+                "resuming unfinished occurrences from the ledger"
+            );
+        }
+    }
+
+    /// Records an unfinished occurrence of a job no longer in jobs.toml as `skipped`.
+    async fn give_up_removed(&mut self, key: Key) {
+        let now = self.clock.now();
+        let res = self
+            .recorder
+            .call(move |l| {
+                l.give_up(
+                    &key,
+                    State::Skipped,
+                    "removed",
+                    "the job was removed from jobs.toml",
+                    now,
+                )
+            })
+            .await;
+        if let Err(e) = res {
+            error!(error = %e, "recording in the ledger failed");
+        }
+    }
+
+    async fn handle(&mut self, batch: Vec<Msg>) {
+        let now = self.clock.now();
+        let mut claims: Vec<Claim> = Vec::new();
+        let mut skips: Vec<(Key, String, &'static str)> = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Reload(loaded) => {
+                    self.current = loaded;
+                    if self.hold.take().is_some() {
+                        info!(
+                            "configuration reloaded: resuming the sends held after an authentication failure"
+                        );
+                        self.release_held(now);
+                    }
+                }
+                Msg::Timer(TimerEvent::Fire(f)) => {
+                    let job = &f.job;
+                    let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
+                    if f.caught_up {
+                        info!(job = %job.name, occurrence = %utc(f.occurrence), local = %local(job, f.occurrence), late_s = late.as_secs(), "sending a missed occurrence late (catch_up)");
+                    } else if late > LATE_NOTICE {
+                        info!(job = %job.name, occurrence = %utc(f.occurrence), local = %local(job, f.occurrence), late_ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX), "sending late (cronmail was not running, or the machine was busy)");
+                    }
+                    let key = Key::new(Arc::clone(&job.name), f.occurrence);
+                    claims.push((key, message::message_id(job, f.occurrence)));
+                }
+                Msg::Timer(TimerEvent::Skip {
+                    job,
+                    occurrence,
+                    reason,
+                }) => {
+                    let key = Key::new(Arc::clone(&job.name), occurrence);
+                    skips.push((
+                        key,
+                        message::message_id(&job, occurrence),
+                        reason.describe(),
+                    ));
+                }
+            }
+        }
+        if !skips.is_empty() {
+            let res = self
+                .recorder
+                .call(move |l| {
+                    for (key, id, reason) in &skips {
+                        l.skip(key, id, reason, now)?;
+                    }
+                    Ok(())
+                })
+                .await;
+            if let Err(e) = res {
+                error!(error = %e, "recording skipped occurrences in the ledger failed");
+            }
+        }
+        if claims.is_empty() {
+            return;
+        }
+        if !self.unclaimed.is_empty() {
+            // The ledger was unreachable a moment ago: queue behind the others, in order.
+            self.unclaimed.extend(claims);
+            return;
+        }
+        self.claim(claims).await;
+    }
+
+    /// Moves every held occurrence to "now".
+    fn release_held(&mut self, now: DateTime<Utc>) {
+        let all: Vec<_> = std::mem::take(&mut self.retries)
+            .into_iter()
+            .map(|Reverse((t, k))| (t, k))
+            .collect();
+        for (t, key) in all {
+            let at = if self.held_logged.remove(&key) {
+                now
+            } else {
+                t
+            };
+            self.retries.push(Reverse((at, key)));
+        }
+    }
+
+    async fn retry_due(&mut self) {
+        let now = self.clock.now();
+        while let Some(Reverse((t, _))) = self.retries.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((_, key))) = self.retries.pop() else {
+                break;
+            };
+            if self.job(&key).is_none() {
+                warn!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: the job was removed from jobs.toml; recorded as skipped");
+                self.give_up_removed(key).await;
+                continue;
+            }
+            self.start(key);
+        }
+    }
+
+    /// Starts an attempt, or holds it while authentication is failing.
+    fn start(&mut self, key: Key) {
+        let now = self.clock.now();
+        let Some(job) = self.job(&key) else {
+            return;
+        };
+        if let Some(hold) = &self.hold
+            && now < hold.until
+        {
+            if self.held_logged.insert(key.clone()) {
+                error!(
+                    job = %job.name,
+                    occurrence = %utc(key.scheduled_at),
+                    local = %local(&job, key.scheduled_at),
+                    class = "auth",
+                    until = %utc(hold.until),
+                    "held: sends are paused after an authentication failure; they resume after a reload with new credentials or at `until`"
+                );
+            }
+            self.retries.push(Reverse((hold.until, key)));
+            return;
+        }
+        if !self.running.insert(key.clone()) {
+            return;
+        }
+        let span = info_span!("deliver", job = %key.job, occurrence = %utc(key.scheduled_at));
+        let attempt = Attempt {
+            loaded: Arc::clone(&self.current),
+            job,
+            key,
+            recorder: self.recorder.clone(),
+            clock: Arc::clone(&self.clock),
+        };
+        self.inflight.spawn(attempt.run().instrument(span));
+    }
+
+    /// Logs an attempt's outcome, and records what comes next.
+    async fn finish(&mut self, done: Done) {
+        let now = self.clock.now();
+        let Done {
+            key,
+            job,
+            attempt,
+            started,
+            result,
+            elsewhere,
+            unrecorded,
+        } = done;
+        if elsewhere {
+            self.running.remove(&key);
+            tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
+            return;
+        }
+        let line = deliver::Attempt {
+            job: &job,
+            occurrence: key.scheduled_at,
+            attempt,
+            transport: &*self.current.transport,
+            elapsed: started.elapsed(),
+        };
+        let err = match result {
+            Ok(sent) => {
+                deliver::log_outcome(&line, Ok(&sent), "");
+                if let Some((reply, at)) = unrecorded {
+                    // Stays in `running` until recorded: not started again meanwhile.
+                    self.unrecorded.push((key, reply, at));
+                    self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
+                    return;
+                }
+                self.running.remove(&key);
+                self.held_logged.remove(&key);
+                if let Some(h) = &mut self.hold {
+                    h.level = 0;
+                }
+                return;
+            }
+            Err(failed) => failed,
+        };
+        self.running.remove(&key);
+        let (message_id, err) = err;
+        if self.job(&key).is_none() {
+            warn!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: the job was removed from jobs.toml while this attempt ran; recorded as skipped");
+            self.give_up_removed(key).await;
+            return;
+        }
+        let delivery = self.current.config.delivery;
+        let class = err.class();
+        let decision = retry::decide(
+            class,
+            attempt,
+            key.scheduled_at,
+            now,
+            &delivery,
+            self.hold,
+            fastrand::f64(),
+        );
+        if let Some(hold) = decision.hold {
+            self.hold = Some(hold);
+            self.held_logged.insert(key.clone());
+        }
+        let then = retry::then(decision.next, &delivery);
+        deliver::log_outcome(&line, Err((message_id.as_deref(), &err)), &then);
+        let class_name = class.name();
+        let reply = err.reply();
+        let result = match decision.next {
+            Next::RetryAt(at) => {
+                self.retries.push(Reverse((at, key.clone())));
+                self.recorder
+                    .call(move |l| l.retry_later(&key, class_name, &reply, at, now))
+                    .await
+            }
+            Next::GiveUp(state) => {
+                self.recorder
+                    .call(move |l| l.give_up(&key, state, class_name, &reply, now))
+                    .await
+            }
+        };
+        if let Err(e) = result {
+            error!(error = %e, "recording the failure in the ledger failed");
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! One occurrence, end to end: load the configuration and its transport, prepare the
+//! message (render, compose), send it, and the log line that says how it went.
+//!
+//! Shared by the daemon and by `cronmail send`, so a manual test sends exactly what the
+//! daemon would, and both log `sent` and `not sent` the same way, from `log_outcome`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lettre::message::Mailbox;
+use tracing::{error, info};
+
+use crate::config::{self, Config, Diagnostics, Host, Job};
+use crate::failure::{ErrorClass, Failure, Phase};
+use crate::mail::{Delivered, MakeTransport, Transport};
+use crate::message::{self, ComposeError, Outgoing};
+use crate::render::{Part, TemplateError};
+use crate::secret::SecretError;
+
+/// A loaded configuration and the transport built for it: what one generation of the
+/// daemon runs on, swapped whole at a reload.
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub transport: Arc<dyn Transport>,
+}
+
+/// Why a configuration could not be loaded (at start-up, at a reload, for `send`).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{0}")]
+    Config(Diagnostics),
+    #[error("reading the SMTP password: {0}")]
+    Secret(#[from] SecretError),
+    #[error("setting up the mailer: {0}")]
+    Transport(Failure),
+}
+
+/// Loads jobs.toml, reads the password, builds the transport.
+pub async fn load(path: &Path, host: &Host, make: &MakeTransport) -> Result<Loaded, LoadError> {
+    let config = config::load(path, host).map_err(LoadError::Config)?;
+    let password = match &config.transport {
+        config::TransportConfig::Smtp(s) => match &s.password {
+            Some(src) => Some(src.read().await?),
+            None => None,
+        },
+        config::TransportConfig::Outbox { .. } => None,
+    };
+    let transport = make(&config, password).map_err(LoadError::Transport)?;
+    Ok(Loaded {
+        config: Arc::new(config),
+        transport,
+    })
+}
+
+/// Why one occurrence was not delivered.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("rendering template `{}`: {}", .0.key(), .1)]
+    Render(Part, TemplateError),
+    #[error("{0}")]
+    Compose(#[from] ComposeError),
+    #[error("{0}")]
+    Send(#[from] Failure),
+    /// The ledger could not record the attempt's start; nothing was sent.
+    #[error("the ledger: {0}")]
+    Ledger(Arc<crate::ledger::LedgerError>),
+}
+
+impl DeliverError {
+    /// The class that decides what happens next: a message that cannot be built is a
+    /// permanent failure (retrying cannot help); a ledger that cannot record is local.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            DeliverError::Send(e) => e.class,
+            DeliverError::Ledger(_) => ErrorClass::Local,
+            DeliverError::Render(..) | DeliverError::Compose(_) => ErrorClass::Permanent,
+        }
+    }
+
+    /// What the ledger keeps of it: the server's reply, else the failure in words.
+    pub fn reply(&self) -> String {
+        match self {
+            DeliverError::Send(e) => e.reply.clone().unwrap_or_else(|| e.detail.clone()),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// Renders and composes one occurrence of `job`. `date` is the Date header's instant.
+pub fn prepare(
+    config: &Config,
+    job: &Job,
+    occurrence: DateTime<Utc>,
+    date: DateTime<Utc>,
+    redirect: Option<&Mailbox>,
+) -> Result<Outgoing, DeliverError> {
+    let rendered = config
+        .templates
+        .render(&job.name, occurrence, job.tz(), &job.vars)
+        .map_err(|(part, e)| DeliverError::Render(part, e))?;
+    Ok(message::compose(
+        job, &rendered, occurrence, date, redirect,
+    )?)
+}
+
+/// One attempt's result: the message (when it could be built) and the server's answer.
+pub struct Sent {
+    pub out: Outgoing,
+    pub delivered: Delivered,
+}
+
+/// Renders and sends one occurrence. `now` is the Date header's instant.
+pub async fn deliver(
+    loaded: &Loaded,
+    job: &Job,
+    occurrence: DateTime<Utc>,
+    now: DateTime<Utc>,
+    redirect: Option<&Mailbox>,
+) -> Result<Sent, (Option<String>, DeliverError)> {
+    let out = prepare(&loaded.config, job, occurrence, now, redirect).map_err(|e| (None, e))?;
+    match loaded.transport.send(&out).await {
+        Ok(delivered) => Ok(Sent { out, delivered }),
+        Err(e) => Err((Some(out.message_id), e.into())),
+    }
+}
+
+/// An instant as the `occurrence` field of every log line: UTC, RFC 3339, with `Z`, so
+/// that one `journalctl OCCURRENCE=...` finds every line about it.
+pub fn utc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The same instant in the job's zone, for the `local` field beside it.
+pub fn local(job: &Job, t: DateTime<Utc>) -> String {
+    t.with_timezone(&job.tz())
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// What one attempt was about, for its log line.
+pub struct Attempt<'a> {
+    pub job: &'a Job,
+    pub occurrence: DateTime<Utc>,
+    pub attempt: u32,
+    pub transport: &'a dyn Transport,
+    pub elapsed: Duration,
+}
+
+/// The one place that logs an attempt's outcome: INFO `sent` with the server's reply,
+/// or ERROR `not sent` with the class, the exact reply, the hint, and what happens
+/// next (`then`).
+pub fn log_outcome(
+    a: &Attempt<'_>,
+    outcome: Result<&Sent, (Option<&str>, &DeliverError)>,
+    then: &str,
+) {
+    let elapsed_ms = u64::try_from(a.elapsed.as_millis()).unwrap_or(u64::MAX);
+    match outcome {
+        Ok(sent) => info!(
+            job = %a.job.name,
+            occurrence = %utc(a.occurrence),
+            local = %local(a.job, a.occurrence),
+            attempt = a.attempt,
+            recipients = sent.out.recipient_count(),
+            message_id = %sent.out.message_id,
+            smtp_code = sent.delivered.code,
+            reply = %sent.delivered.reply,
+            elapsed_ms,
+            "sent"
+        ),
+        Err((message_id, DeliverError::Send(e))) => error!(
+            job = %a.job.name,
+            occurrence = %utc(a.occurrence),
+            local = %local(a.job, a.occurrence),
+            message_id = message_id.unwrap_or(""),
+            attempt = a.attempt,
+            server = %a.transport.destination(),
+            username = a.transport.username(),
+            class = %e.class,
+            phase = e.phase.map_or("", Phase::name),
+            smtp_code = e.code.unwrap_or(0),
+            reply = e.reply.as_deref().unwrap_or(""),
+            hint = e.hint.as_deref().unwrap_or(""),
+            elapsed_ms,
+            then,
+            "not sent: {e}"
+        ),
+        Err((_, other)) => error!(
+            job = %a.job.name,
+            occurrence = %utc(a.occurrence),
+            local = %local(a.job, a.occurrence),
+            attempt = a.attempt,
+            class = if matches!(other, DeliverError::Ledger(_)) { "local" } else { "render" },
+            error = %other,
+            then,
+            "not sent: the message could not be built"
+        ),
+    }
+}
