@@ -21,7 +21,7 @@ use std::time::Duration;
 use chrono::{DateTime, Timelike, Utc};
 use cronmail::clock::{Clock, SystemClock};
 use cronmail::config::{self, Host};
-use cronmail::daemon::{Control, TimerEvent, timer_loop};
+use cronmail::daemon::{Control, NoReload, TimerEvent, timer_loop};
 use cronmail::timer::Timer;
 use tokio::sync::mpsc;
 
@@ -130,7 +130,7 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy, json: 
                 let _ = tx.try_send(Control::Shutdown);
             }
         },
-        async |_| None,
+        NoReload,
     );
     // Every job fires within the next minute; stop at 65 s regardless.
     let _ = tokio::time::timeout(Duration::from_secs(65), looping).await;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::CommandFactory as _;
 use clap_complete::Shell;
-use cronmail::cli::Cli;
+use cronmail::Cli;
 
 fn main() -> std::io::Result<()> {
     let dir = PathBuf::from(

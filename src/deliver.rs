@@ -139,7 +139,7 @@ pub fn local(job: &Job, t: DateTime<Utc>) -> String {
 }
 
 /// What one attempt was about, for its log line.
-pub struct Attempt<'a> {
+pub struct LogContext<'a> {
     pub job: &'a Job,
     pub occurrence: DateTime<Utc>,
     pub attempt: u32,
@@ -151,7 +151,7 @@ pub struct Attempt<'a> {
 /// or ERROR `not sent` with the class, the exact reply, the hint, and what happens
 /// next (`then`).
 pub fn log_outcome(
-    a: &Attempt<'_>,
+    a: &LogContext<'_>,
     outcome: Result<&Sent, (Option<&str>, &DeliverError)>,
     then: &str,
 ) {

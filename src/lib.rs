@@ -5,44 +5,89 @@
 //! changes, and logs every success and every failure with what to do about it.
 //!
 //! # Layout
-//! - [`config`]: jobs.toml -> a validated [`config::Config`]; the only module that sees TOML.
-//! - [`schedule`]: a cron expression in a time zone -> its next occurrence (pure).
-//! - [`timer`]: which occurrences are due, and the missed-run policy (pure).
-//! - [`render`]: templates -> subject and bodies for one occurrence (pure).
-//! - [`message`]: rendered parts -> RFC 5322 bytes and an envelope (pure).
-//! - [`mailer`]: a message -> SMTP over TLS, or the outbox; classifies failures, keeps
-//!   connections for bursts.
-//! - [`oauth2`]: XOAUTH2 access tokens from a refresh token, and `oauth2 authorize`.
-//! - [`ledger`]: what was sent, durably: `SQLite` for one node, `PostgreSQL` for several.
-//! - [`diagnose`], [`provider`]: hints for failures, provider presets.
-//! - [`daemon`]: the timer loop, deliveries, signals, reload, shutdown, `sd_notify`.
-//! - [`app`], [`cli`], [`logging`]: the command line.
+//!
+//! The tree is the pipeline: a reminder goes down it from the file to the SMTP reply.
+//!
+//! ```text
+//! main.rs          parse the command line -> logging -> cmd::execute -> exit code
+//! cli.rs           clap: the subcommands and flags, nothing else
+//! logging.rs       tracing to stderr, or to journald under systemd
+//! cmd/             one file per subcommand; errors are printed there, once
+//! config/          jobs.toml -> Config; the only module that sees TOML
+//!   raw.rs           the file as written (serde, spans)
+//!   types.rs         what the rest reads (Config, Job, SmtpConfig, ...)
+//!   validate/        raw -> types, every problem collected (Validator)
+//!   host.rs          facts of the machine, injected
+//!   provider.rs      provider facts: presets, OAuth2 endpoints
+//!   diagnostic.rs    PATH:LINE:COL problems
+//! schedule.rs      cron + zone -> next occurrence (pure)
+//! timer.rs         the heap of next occurrences, the catch-up policy (pure)
+//! clock.rs         now, as an input
+//! render.rs        templates -> subject and bodies (pure)
+//! message.rs       rendered parts -> RFC 5322 bytes and an envelope (pure)
+//! deliver.rs       one occurrence end to end: load, prepare, send, the log line
+//! mail/            a message -> SMTP over TLS (smtp, auth, pool, probe, hint), or the outbox
+//! oauth2/          XOAUTH2 access tokens (on the oauth2 crate), and `oauth2 authorize`
+//! tls.rs           rustls configurations, the pin, naming TLS failures
+//! secret.rs        where a secret comes from
+//! retry.rs         after a failure: retry at, hold, or give up (pure)
+//! ledger/          what was sent, durably: sqlite.rs (one node), pg.rs (several), one open
+//! daemon/          the service: timer_loop, worker, attempt, recorder, signals, notify
+//! persist.rs       the one atomic write (temp, fsync, rename)
+//! failure.rs       the failure vocabulary (ErrorClass, Phase, Failure), at the bottom
+//! exit.rs          sysexits codes, and a failure class's code
+//! ```
+//!
+//! Imports go down the tree: `failure`, `persist` and `tls` import nothing of the
+//! crate but each other's leaves; `config` imports only the pure core it builds (a
+//! `Schedule`, `Templates`); `mail` knows `config` and `message`, never the daemon;
+//! `daemon` and `cmd` sit on top. No two files reach each other in a loop
+//! (`shared/tools/import-loops` checks it in CI).
+//!
+//! Modules are private where only the crate uses them; what the binary, the tests and
+//! the examples need is public (`config`, `schedule`, `timer`, `clock`, `ledger`,
+//! `daemon`) or re-exported below.
 //!
 //! # Theory of operation
 //! One task runs the timer loop: a min-heap holds every enabled job's next occurrence;
 //! the loop sleeps until the earliest (never more than `daemon::MAX_SLEEP`, re-reading
 //! the wall clock on wake), decides what is due, and hands each fire to the delivery
-//! worker, which renders, sends (bounded by `timeout`, at most a few connections at a
-//! time), and logs. SIGHUP swaps the whole configuration or keeps the old one; SIGTERM
-//! stops firing and lets sends in progress finish.
+//! worker. The worker claims it in the ledger, then runs the attempt as a task of its
+//! own, which marks it `sending`, renders, sends (bounded by `timeout`, at most a few
+//! connections at a time), and records `sent`; a failure comes back to the worker,
+//! which retries it, holds the account, or gives up (`retry::decide`). SIGHUP swaps the
+//! whole configuration or keeps the old one; SIGTERM stops firing and lets sends in
+//! progress finish.
 
-pub mod cli;
+mod cli;
 pub mod clock;
-pub mod cmd;
+mod cmd;
 pub mod config;
 pub mod daemon;
-pub mod deliver;
-pub mod exit;
-pub mod failure;
+mod deliver;
+mod exit;
+mod failure;
 pub mod ledger;
-pub mod logging;
-pub mod mail;
-pub mod message;
-pub mod oauth2;
-pub mod persist;
-pub mod render;
-pub mod retry;
+mod logging;
+mod mail;
+mod message;
+mod oauth2;
+mod persist;
+mod render;
+mod retry;
 pub mod schedule;
-pub mod secret;
+mod secret;
 pub mod timer;
-pub mod tls;
+mod tls;
+
+pub use cli::{Cli, Command, LogFormat};
+pub use cmd::execute;
+pub use deliver::{DeliverError, LoadError, Loaded, prepare};
+pub use exit::Exit;
+pub use failure::{ErrorClass, Failure, Phase};
+pub use logging::{LogError, init as init_logging};
+pub use mail::{BoxFuture, Delivered, Mailer, MakeTransport, Transport, make_mailer};
+pub use message::Outgoing;
+pub use render::{Part, Templates, Vars};
+pub use secret::{SecretError, SecretSource};
+pub use tls::https_client_config;

@@ -24,14 +24,19 @@ fn stderr_is_journal() -> bool {
     dev.parse() == Ok(meta.dev()) && ino.parse() == Ok(meta.ino())
 }
 
-/// Installs the global subscriber. Returns an error message for a bad filter.
-pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
+/// Why logging could not be set up: a bad `--log-level` filter, or a second init.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LogError(String);
+
+/// Installs the global subscriber.
+pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), LogError> {
     let spec = level
         .map(str::to_owned)
         .or_else(|| std::env::var("CRONMAIL_LOG").ok())
         .unwrap_or_else(|| "info".to_owned());
-    let filter =
-        EnvFilter::try_new(&spec).map_err(|e| format!("invalid log level `{spec}`: {e}"))?;
+    let filter = EnvFilter::try_new(&spec)
+        .map_err(|e| LogError(format!("invalid log level `{spec}`: {e}")))?;
     let journal = stderr_is_journal();
     if journal && format == LogFormat::Text {
         // Straight to journald, with every field its own journal field (JOB=,
@@ -46,7 +51,7 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
                 .with(filter)
                 .with(layer)
                 .try_init()
-                .map_err(|e| e.to_string());
+                .map_err(|e| LogError(e.to_string()));
         }
     }
     let builder = tracing_subscriber::fmt()
@@ -63,5 +68,5 @@ pub fn init(format: LogFormat, level: Option<&str>) -> Result<(), String> {
         (LogFormat::Text, true) => builder.without_time().try_init(),
         (LogFormat::Text, false) => builder.try_init(),
     };
-    result.map_err(|e| e.to_string())
+    result.map_err(|e| LogError(e.to_string()))
 }

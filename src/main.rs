@@ -3,8 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use cronmail::cli::Cli;
-use cronmail::exit::Exit;
+use cronmail::{Cli, Exit};
 
 fn main() -> ExitCode {
     // A bug must not print a backtrace at a user: one line, and EX_SOFTWARE.
@@ -22,7 +21,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    if let Err(e) = cronmail::logging::init(cli.log_format, cli.log_level.as_deref()) {
+    if let Err(e) = cronmail::init_logging(cli.log_format, cli.log_level.as_deref()) {
         eprintln!("error: {e}");
         return Exit::Usage.into();
     }
@@ -36,7 +35,7 @@ fn main() -> ExitCode {
             return Exit::Software.into();
         }
     };
-    let exit = runtime.block_on(cronmail::cmd::execute(&cli.config, cli.command));
+    let exit = runtime.block_on(cronmail::execute(&cli.config, cli.command));
     // Do not wait for blocking tasks (a hung password command) at exit.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     exit.into()

@@ -25,6 +25,17 @@ use croner::parser::{CronParser, Seconds};
 /// (`0 0 29 2 *`) recur within 8 years, so 9 covers every real calendar.
 const HORIZON_YEARS: i64 = 9;
 
+/// Why an expression is not a schedule, or never fires, in words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ScheduleError(pub String);
+
+impl ScheduleError {
+    pub fn contains(&self, text: &str) -> bool {
+        self.0.contains(text)
+    }
+}
+
 /// A validated cron expression bound to a time zone.
 ///
 /// It keeps the expression's text, not croner's parse: a parsed `Cron` holds a byte per
@@ -80,7 +91,7 @@ pub struct Interner {
 
 impl Interner {
     /// Checks `expr` (or reuses an earlier check), reporting croner's own reason on error.
-    pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, String> {
+    pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
         let key = expr.trim();
         let expr = match self.seen.get(key) {
             Some(shared) => Arc::clone(shared),
@@ -97,7 +108,7 @@ impl Interner {
         expr: &str,
         tz: Tz,
         now: DateTime<Utc>,
-    ) -> Result<(Schedule, Result<DateTime<Utc>, String>), String> {
+    ) -> Result<(Schedule, Result<DateTime<Utc>, ScheduleError>), ScheduleError> {
         let key = expr.trim();
         let (expr, cron) = match self.seen.get(key) {
             Some(shared) => {
@@ -105,7 +116,8 @@ impl Interner {
                 if let Some(first) = self.validated.get(&(Arc::clone(&shared), tz)) {
                     return Ok((Schedule { expr: shared, tz }, Ok(*first)));
                 }
-                let cron = parsed(&shared).ok_or_else(|| format!("`{key}` no longer parses"))?;
+                let cron = parsed(&shared)
+                    .ok_or_else(|| ScheduleError(format!("`{key}` no longer parses")))?;
                 (shared, cron)
             }
             None => self.first_parse(key)?,
@@ -120,7 +132,7 @@ impl Interner {
 
     /// The first parse of an expression: remembered as seen, and its parse kept in the
     /// shared cache while there is room.
-    fn first_parse(&mut self, key: &str) -> Result<(Arc<str>, Arc<Cron>), String> {
+    fn first_parse(&mut self, key: &str) -> Result<(Arc<str>, Arc<Cron>), ScheduleError> {
         let cron = Arc::new(parse_cron(key)?);
         let expr: Arc<str> = Arc::from(key);
         let mut cache = PARSED
@@ -135,7 +147,7 @@ impl Interner {
     }
 }
 
-fn parse_cron(expr: &str) -> Result<Cron, String> {
+fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
     // croner knows every alias but `@midnight`, which crontab(5) defines as `@daily`.
     let expr = if expr.eq_ignore_ascii_case("@midnight") {
         "@daily"
@@ -144,19 +156,19 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
     };
     let fields = expr.split_whitespace().count();
     if !expr.starts_with('@') && fields != 5 && fields != 6 {
-        return Err(format!(
+        return Err(ScheduleError(format!(
             "expected 5 fields (minute hour day-of-month month day-of-week) or 6 with leading seconds, found {fields}"
-        ));
+        )));
     }
     // croner accepts an empty list item (`,5` or `1,,2`) as a list that matches nothing,
     // and then spends a second searching years for an occurrence; it is a typo, so say so.
     // (Found by the `cron` fuzz target.)
     for (i, field) in expr.split_whitespace().enumerate() {
         if !field.starts_with('@') && field.split(',').any(str::is_empty) {
-            return Err(format!(
+            return Err(ScheduleError(format!(
                 "field {} `{field}` has an empty item in its list",
                 i + 1
-            ));
+            )));
         }
     }
     CronParser::builder()
@@ -164,11 +176,11 @@ fn parse_cron(expr: &str) -> Result<Cron, String> {
         .dom_and_dow(false)
         .build()
         .parse(expr)
-        .map_err(|e| e.to_string())
+        .map_err(|e| ScheduleError(e.to_string()))
 }
 
 impl Schedule {
-    pub fn parse(expr: &str, tz: Tz) -> Result<Self, String> {
+    pub fn parse(expr: &str, tz: Tz) -> Result<Self, ScheduleError> {
         Interner::default().parse(expr, tz)
     }
 
@@ -193,19 +205,23 @@ impl Schedule {
     }
 
     /// Checks that the schedule fires at all within `HORIZON_YEARS` of `now`.
-    pub fn validate(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    pub fn validate(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
         let cron = parsed(&self.expr)
-            .ok_or_else(|| format!("schedule `{}` no longer parses", self.expr))?;
+            .ok_or_else(|| ScheduleError(format!("schedule `{}` no longer parses", self.expr)))?;
         self.validate_with(&cron, now)
     }
 
-    fn validate_with(&self, cron: &Cron, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    fn validate_with(
+        &self,
+        cron: &Cron,
+        now: DateTime<Utc>,
+    ) -> Result<DateTime<Utc>, ScheduleError> {
         match self.next_with(cron, now) {
             Some(t) if t - now <= Duration::days(366 * HORIZON_YEARS) => Ok(t),
-            _ => Err(format!(
+            _ => Err(ScheduleError(format!(
                 "schedule `{}` never fires (no occurrence in the next {HORIZON_YEARS} years)",
                 self.expr
-            )),
+            ))),
         }
     }
 

@@ -13,7 +13,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     );
     if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/fuzz/jobs.toml"), &text, &common::host()) {
         let at = chrono::DateTime::from_timestamp(1_800_086_400, 0).unwrap();
-        let out = cronmail::deliver::prepare(&cfg, &cfg.jobs[0], at, at, None).expect("a validated job always builds");
+        let out = cronmail::prepare(&cfg, &cfg.jobs[0], at, at, None).expect("a validated job always builds");
         assert_eq!(out.envelope.to().len(), 1);
     }
 });

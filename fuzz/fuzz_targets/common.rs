@@ -1,12 +1,7 @@
 #![allow(dead_code)]
 // Shared by the fuzz targets.
 pub fn host() -> cronmail::config::Host {
-    cronmail::config::Host {
-        now: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
-        default_tz: Ok(chrono_tz::UTC),
-        state_directory: None,
-        node: "fuzz".to_owned(),
-    }
+    cronmail::config::Host::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap())
 }
 
 /// Escapes `s` as a TOML basic string.

@@ -13,7 +13,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     );
     if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/fuzz/jobs.toml"), &text, &common::host()) {
         let at = chrono::DateTime::from_timestamp(1_800_086_400, 0).unwrap();
-        if let Ok(out) = cronmail::deliver::prepare(&cfg, &cfg.jobs[0], at, at, None) {
+        if let Ok(out) = cronmail::prepare(&cfg, &cfg.jobs[0], at, at, None) {
             let msg = String::from_utf8_lossy(&out.bytes);
             let headers = msg.split("\r\n\r\n").next().unwrap_or_default().to_ascii_lowercase();
             assert!(!headers.contains("\nbcc:"), "a Bcc header: {headers}");

@@ -42,7 +42,7 @@ pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
     let occurrence = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let started = Instant::now();
     let result = deliver::deliver(&loaded, &job, occurrence, now, redirect.as_ref()).await;
-    let line = deliver::Attempt {
+    let line = deliver::LogContext {
         job: &job,
         occurrence,
         attempt: 1,

@@ -8,13 +8,18 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+/// Why the machine's time zone is unusable, in words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ZoneError(pub String);
+
 /// Facts about the machine that a config may fall back on, injected so tests control them.
 #[derive(Clone, Debug)]
 pub struct Host {
     /// Used to test-render templates and to check that schedules fire.
     pub now: DateTime<Utc>,
     /// The zone used when jobs.toml names none: `TZ`, then /etc/localtime, then UTC.
-    pub default_tz: Result<Tz, String>,
+    pub default_tz: Result<Tz, ZoneError>,
     /// `$STATE_DIRECTORY`, which systemd sets for `StateDirectory=`.
     pub state_directory: Option<PathBuf>,
     /// The node name when `[ledger]` gives none: `$CRONMAIL_NODE`, else the host name.
@@ -22,6 +27,17 @@ pub struct Host {
 }
 
 impl Host {
+    /// A machine in UTC at `now`, with no systemd state directory, named `test`: for
+    /// tests, fuzzing and benchmarks, which must not depend on the machine they run on.
+    pub fn fixed(now: DateTime<Utc>) -> Self {
+        Host {
+            now,
+            default_tz: Ok(Tz::UTC),
+            state_directory: None,
+            node: "test".to_owned(),
+        }
+    }
+
     pub fn from_env() -> Self {
         Host {
             now: Utc::now(),
@@ -45,12 +61,12 @@ impl Host {
 
 /// `TZ` if set (a leading `:` is allowed, as glibc does), else the zone /etc/localtime
 /// names, else UTC.
-pub fn system_timezone() -> Result<Tz, String> {
+pub fn system_timezone() -> Result<Tz, ZoneError> {
     if let Ok(tz) = std::env::var("TZ") {
         let name = tz.strip_prefix(':').unwrap_or(&tz);
         if !name.is_empty() {
             return Tz::from_str(name).map_err(|_| {
-                format!("the TZ environment variable is `{tz}`, which is not an IANA time zone; set `timezone` in jobs.toml")
+                ZoneError(format!("the TZ environment variable is `{tz}`, which is not an IANA time zone; set `timezone` in jobs.toml"))
             });
         }
     }

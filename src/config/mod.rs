@@ -24,10 +24,9 @@ use toml::de::{DeTable, DeValue};
 
 pub(crate) use diagnostic::Source;
 pub use diagnostic::{Diagnostic, Diagnostics};
-pub use host::{Host, system_timezone};
+pub use host::{Host, ZoneError, system_timezone};
 pub use provider::{OAuthProvider, Provider, Submission};
 pub use types::*;
-pub use validate::parse_fingerprint;
 
 use raw::{RawJob, RawTop};
 use validate::Validator;

@@ -27,7 +27,7 @@ use tracing::{error, info, warn};
 
 pub use notify::{Notice, Notify, SdNotify};
 pub use signals::{Control, signal_events};
-pub use timer_loop::{Fire, MAX_SLEEP, TimerEvent, timer_loop};
+pub use timer_loop::{Fire, MAX_SLEEP, NoReload, Reload, TimerEvent, timer_loop};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Host};
@@ -118,6 +118,12 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
     let worker = tokio::spawn(worker.run(rx, unfinished));
     drop(first);
 
+    let reloader = Reloader {
+        service: &service,
+        tx: &tx,
+        state_dir: &state_dir,
+        ledger_id: &ledger_id,
+    };
     let loop_fut = timer_loop(
         timer,
         &*clock,
@@ -126,33 +132,7 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
             // The worker outlives the loop, so a send only fails if it panicked.
             let _ = tx.send(Msg::Timer(event));
         },
-        async |_now| {
-            notify.notify(&[Notice::Reloading]);
-            let timer = match service.load().await {
-                Ok(new) => {
-                    let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
-                    info!(config = %service.config.display(), jobs, transport = %new.transport.destination(), "configuration reloaded");
-                    if new.config.state_dir != state_dir {
-                        warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
-                    }
-                    if ledger::identity(&new.config) != ledger_id {
-                        warn!("[ledger] changed; the new ledger is used only after a restart");
-                    }
-                    // A changed schedule takes effect from now: occurrences already
-                    // handled stay handled, nothing in between is caught up.
-                    let timer = Timer::new(new.config.jobs.clone(), clock.now(), &HashMap::new());
-                    let _ = tx.send(Msg::Reload(Arc::new(new)));
-                    notify.notify(&[status(&timer)]);
-                    Some(timer)
-                }
-                Err(e) => {
-                    error!(config = %service.config.display(), error = %e, "reload refused; the previous configuration keeps running");
-                    None
-                }
-            };
-            notify.notify(&[Notice::Ready]);
-            timer
-        },
+        reloader,
     );
 
     match notify.watchdog() {
@@ -181,6 +161,49 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
     }
     info!("cronmail stopped");
     Ok(())
+}
+
+/// A reload: load jobs.toml again, and swap the whole configuration or keep the old.
+struct Reloader<'a> {
+    service: &'a Service,
+    tx: &'a mpsc::UnboundedSender<Msg>,
+    state_dir: &'a std::path::Path,
+    ledger_id: &'a str,
+}
+
+impl Reload for Reloader<'_> {
+    async fn reload(&mut self, _now: chrono::DateTime<chrono::Utc>) -> Option<Timer> {
+        let service = self.service;
+        service.notify.notify(&[Notice::Reloading]);
+        let timer = match service.load().await {
+            Ok(new) => {
+                let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
+                info!(config = %service.config.display(), jobs, transport = %new.transport.destination(), "configuration reloaded");
+                if new.config.state_dir != self.state_dir {
+                    warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
+                }
+                if ledger::identity(&new.config) != self.ledger_id {
+                    warn!("[ledger] changed; the new ledger is used only after a restart");
+                }
+                // A changed schedule takes effect from now: occurrences already handled
+                // stay handled, nothing in between is caught up.
+                let timer = Timer::new(
+                    new.config.jobs.clone(),
+                    service.clock.now(),
+                    &HashMap::new(),
+                );
+                let _ = self.tx.send(Msg::Reload(Arc::new(new)));
+                service.notify.notify(&[status(&timer)]);
+                Some(timer)
+            }
+            Err(e) => {
+                error!(config = %service.config.display(), error = %e, "reload refused; the previous configuration keeps running");
+                None
+            }
+        };
+        service.notify.notify(&[Notice::Ready]);
+        timer
+    }
 }
 
 /// Opens the configured ledger for this daemon (locked), on the blocking pool.

@@ -24,6 +24,29 @@ pub const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// or a clock change.
 const JUMP_WARNING: Duration = Duration::from_secs(5);
 
+/// What the timer loop asks at `Control::Reload`: a new `Timer` (the configuration was
+/// swapped), or `None` (it was refused, and the old one keeps running). A trait rather
+/// than an async closure, so that the daemon's future is provably `Send`.
+pub trait Reload {
+    fn reload(
+        &mut self,
+        now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Option<Timer>> + Send;
+}
+
+/// Never reloads: for a timer loop without a configuration file (tests, benchmarks).
+pub struct NoReload;
+
+impl Reload for NoReload {
+    #[allow(clippy::manual_async_fn)] // the trait's future must be `Send`
+    fn reload(
+        &mut self,
+        _now: DateTime<Utc>,
+    ) -> impl std::future::Future<Output = Option<Timer>> + Send {
+        async { None }
+    }
+}
+
 /// One fire handed from the timer loop to delivery, with how late the hand-off was.
 #[derive(Clone, Debug)]
 pub struct Fire {
@@ -47,13 +70,13 @@ pub enum TimerEvent {
 
 /// The timer loop alone: sleeps until the next occurrence, decides what is due, and
 /// reports each decision to `on`. Returns when `events` yields `Shutdown` or closes.
-/// `on_reload` is asked for a new `Timer` on `Reload`; it returns `None` to keep the old.
+/// `reload` is asked for a new `Timer` on `Reload`; it returns `None` to keep the old.
 pub async fn timer_loop(
     mut timer: Timer,
     clock: &dyn Clock,
     events: &mut mpsc::Receiver<Control>,
     mut on: impl FnMut(TimerEvent),
-    mut on_reload: impl AsyncFnMut(DateTime<Utc>) -> Option<Timer>,
+    mut reload: impl Reload,
 ) {
     let mut last_wake = clock.now();
     loop {
@@ -92,7 +115,7 @@ pub async fn timer_loop(
                     // Fire whatever is due under the old jobs first, so nothing falls
                     // between the old timer and the new one.
                     fire_due(&mut timer, clock, &mut on);
-                    if let Some(new) = on_reload(clock.now()).await {
+                    if let Some(new) = reload.reload(clock.now()).await {
                         timer = new;
                     }
                 }

@@ -472,7 +472,7 @@ impl Worker {
             tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
             return;
         }
-        let line = deliver::Attempt {
+        let line = deliver::LogContext {
             job: &job,
             occurrence: key.scheduled_at,
             attempt,

@@ -32,7 +32,6 @@ use crate::message::Outgoing;
 
 pub use auth::looks_like_app_password;
 pub use outbox::Outbox;
-pub use probe::ProbeReport;
 pub use smtp::SmtpMailer;
 
 /// The server's answer to a delivered message.

@@ -25,7 +25,7 @@ use oauth2::{ClientId, ClientSecret, EndpointNotSet, EndpointSet, RefreshToken, 
 use secrecy::{ExposeSecret, SecretString};
 use tokio::time::Instant;
 
-pub use authorize::{Prompt, authorize};
+pub use authorize::authorize;
 use endpoint::{Http, error_code, request_failure};
 
 use crate::config::{OAuth2Config, OAuthProvider};
@@ -130,10 +130,6 @@ impl TokenSource {
             http: Http::new(extra_roots)?,
             cache: tokio::sync::Mutex::new(None),
         })
-    }
-
-    pub fn config(&self) -> &OAuth2Config {
-        &self.config
     }
 
     /// A usable access token: the cached one, or a new one from the refresh token.

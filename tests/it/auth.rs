@@ -11,17 +11,15 @@ fn config(server: &SmtpServer, pki: &Pki, token_script: &str) -> ConfigDir {
     let script = cfg.dir.path().join("token.sh");
     std::fs::write(&script, format!("#!/bin/sh\n{token_script}\n")).unwrap();
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    std::fs::write(
-        &cfg.path,
-        format!(
-            "{FROM}[smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nusername = \"alice@example.com\"\n\
-             auth = \"xoauth2\"\ntoken_command = [\"{}\"]\nca_file = \"{}\"\ntimeout = \"10s\"\n{JOB}",
-            server.port,
-            script.display(),
-            pki.ca.display()
-        ),
-    )
-    .unwrap();
+    let text = JobsToml::new()
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .user("alice@example.com")
+        .smtp_key("auth = \"xoauth2\"")
+        .smtp_key(&format!("token_command = [\"{}\"]", script.display()))
+        .smtp_key("timeout = \"10s\"")
+        .job(JOB)
+        .text();
+    std::fs::write(&cfg.path, text).unwrap();
     cfg
 }
 

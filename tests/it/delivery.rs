@@ -13,19 +13,20 @@ const PASSWORD: &str = "s3cret-pw";
 
 /// A jobs.toml with `[smtp]` for `port`, state in `state/`, short retries, and `jobs`.
 fn smtp_config(port: u16, pki: &Pki, extra_smtp: &str, jobs: &str) -> ConfigDir {
-    ConfigDir::new(&format!(
-        "from = \"bot@example.com\"\ntimezone = \"UTC\"\nstate_dir = \"state\"\n\
-         [smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"starttls\"\nusername = \"alice\"\n\
-         ca_file = \"{}\"\ntimeout = \"5s\"\n{extra_smtp}\n\
-         [delivery]\nretry_min = \"1s\"\nretry_max = \"2s\"\nshutdown_grace = \"5s\"\n{jobs}",
-        pki.ca.display()
-    ))
+    JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(port, "starttls", Some(&pki.ca))
+        .smtp_key("timeout = \"5s\"")
+        .smtp_key(extra_smtp)
+        .fast_retries()
+        .job(jobs)
+        .write()
 }
 
+/// One job, as text for `smtp_config`.
 fn every(name: &str, schedule: &str, extra: &str) -> String {
-    format!(
-        "[[job]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nto = [\"a@example.com\"]\nsubject = \"{name} {{{{ time }}}}\"\nbody = \"b\"\n{extra}\n"
-    )
+    JobsToml::default().every(name, schedule, extra).text()
 }
 
 /// Every occurrence in the ledger; none before the daemon has created it (opening it

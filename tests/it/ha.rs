@@ -13,16 +13,20 @@ use crate::support::*;
 const PASSWORD: &str = "s3cret-pw";
 
 fn ha_config(server: &SmtpServer, pki: &Pki, pg: &PgServer, jobs: &str) -> ConfigDir {
-    ConfigDir::new(&format!(
-        "from = \"bot@example.com\"\ntimezone = \"UTC\"\nstate_dir = \"state\"\n\
-         [smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nusername = \"alice\"\n\
-         password_env = \"PW\"\nca_file = \"{ca}\"\ntimeout = \"3s\"\n\
-         [delivery]\nretry_min = \"1s\"\nretry_max = \"2s\"\nshutdown_grace = \"5s\"\n\
-         [ledger]\nurl = \"{}\"\nlease = \"8s\"\npoll = \"1s\"\nca_file = \"{ca}\"\n{jobs}",
-        server.port,
-        pg.url(),
-        ca = pki.ca.display(),
-    ))
+    JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_env = \"PW\"")
+        .smtp_key("timeout = \"3s\"")
+        .fast_retries()
+        .section(&format!(
+            "[ledger]\nurl = \"{}\"\nlease = \"8s\"\npoll = \"1s\"\nca_file = \"{}\"",
+            pg.url(),
+            pki.ca.display()
+        ))
+        .job(jobs)
+        .write()
 }
 
 const EVERY_SECOND: &str = "[[job]]\nname = \"tick\"\nschedule = \"* * * * * *\"\n\

@@ -11,6 +11,7 @@ mod ledger;
 mod oauth2;
 mod schedule;
 mod security;
+mod service;
 mod smtp;
 mod support;
 mod timer;

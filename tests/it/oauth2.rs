@@ -29,18 +29,21 @@ fn oauth_server(pki: &Pki, oauth: &Value) -> SmtpServer {
 /// `keep_connections = false`: every send logs in, so what each login presents shows.
 fn oauth_config(server: &SmtpServer, pki: &Pki, refresh: Option<&str>, jobs: &str) -> ConfigDir {
     let https = server.https_port.unwrap();
-    let cfg = ConfigDir::new(&format!(
-        "{FROM}state_dir = \"state\"\n\
-         [smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nusername = \"{USER}\"\n\
-         ca_file = \"{}\"\ntimeout = \"10s\"\nkeep_connections = false\n\
-         [smtp.oauth2]\nclient_id = \"{CLIENT}\"\ntoken_url = \"https://localhost:{https}/token\"\n\
-         device_code_url = \"https://localhost:{https}/devicecode\"\n\
-         scope = \"https://outlook.office.com/SMTP.Send offline_access\"\n\
-         refresh_token_file = \"refresh-token\"\n\
-         [delivery]\nretry_min = \"1s\"\nretry_max = \"2s\"\nshutdown_grace = \"5s\"\n{jobs}",
-        server.port,
-        pki.ca.display()
-    ));
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .user(USER)
+        .smtp_key("timeout = \"10s\"")
+        .smtp_key("keep_connections = false")
+        .section(&format!(
+            "[smtp.oauth2]\nclient_id = \"{CLIENT}\"\ntoken_url = \"https://localhost:{https}/token\"\n\
+             device_code_url = \"https://localhost:{https}/devicecode\"\n\
+             scope = \"https://outlook.office.com/SMTP.Send offline_access\"\n\
+             refresh_token_file = \"refresh-token\""
+        ))
+        .fast_retries()
+        .job(jobs)
+        .write();
     if let Some(rt) = refresh {
         std::fs::write(cfg.dir.path().join("refresh-token"), format!("{rt}\n")).unwrap();
     }
@@ -401,7 +404,7 @@ fn authorize_with_a_loopback_redirect_uses_pkce_and_checks_state() {
             .map(|c| c.unwrap().to_vec())
             .collect();
         let client = reqwest::Client::builder()
-            .use_preconfigured_tls(cronmail::tls::https_client_config(&der))
+            .use_preconfigured_tls(cronmail::https_client_config(&der))
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .unwrap();

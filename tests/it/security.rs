@@ -25,7 +25,7 @@ fn expired_certificate_is_refused_and_nothing_is_sent() {
         Some((past - time::Duration::days(60), past)),
     );
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
     let out = send_with(&cfg);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(stderr(&out).contains("has expired"), "{}", stderr(&out));
@@ -42,7 +42,7 @@ fn a_server_offering_only_tls_1_0_or_1_1_is_refused_and_nothing_is_sent() {
             .set("min_tls", version)
             .set("max_tls", version)
             .start();
-        let cfg = job_config(&server, "implicit", Some(&pki.ca));
+        let cfg = job_config(server.port, "implicit", Some(&pki.ca));
         let out = send_with(&cfg);
         assert_eq!(out.status.code(), Some(69), "{version}: {}", stderr(&out));
         assert!(
@@ -58,10 +58,10 @@ fn a_server_offering_only_tls_1_0_or_1_1_is_refused_and_nothing_is_sent() {
 fn a_pinned_self_signed_certificate_is_accepted_exactly_when_it_matches() {
     let pki = Pki::self_signed();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let base = smtp_section(&server, "starttls", None);
+    let base = smtp_for(server.port, "starttls", None);
 
     // Without a pin: untrusted, and `check --smtp` shows the fingerprint to pin.
-    let cfg = ConfigDir::new(&format!("{FROM}{base}{JOB}"));
+    let cfg = base.clone().job(JOB).write();
     let out = cronmail(
         &cfg.path,
         &["check", "--smtp"],
@@ -76,10 +76,11 @@ fn a_pinned_self_signed_certificate_is_accepted_exactly_when_it_matches() {
     server.assert_nothing_sent();
 
     // The right pin, copied from that output: delivered.
-    let pinned = ConfigDir::new(&format!(
-        "{FROM}{base}tls_fingerprint = \"{}\"\n{JOB}",
-        pki.fingerprint()
-    ));
+    let pinned = base
+        .clone()
+        .smtp_key(&format!("tls_fingerprint = \"{}\"", pki.fingerprint()))
+        .job(JOB)
+        .write();
     let out = send_with(&pinned);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(server.messages().len(), 1);
@@ -98,7 +99,10 @@ fn a_pinned_self_signed_certificate_is_accepted_exactly_when_it_matches() {
     // Another pin: refused before AUTH.
     let auths = server.commands().iter().filter(|c| *c == "AUTH").count();
     let wrong = format!("sha256:{}", "AB".repeat(32));
-    let other = ConfigDir::new(&format!("{FROM}{base}tls_fingerprint = \"{wrong}\"\n{JOB}"));
+    let other = base
+        .smtp_key(&format!("tls_fingerprint = \"{wrong}\""))
+        .job(JOB)
+        .write();
     let out = send_with(&other);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
     assert!(
@@ -144,10 +148,9 @@ body = "b"
 [job.vars]
 evil = "x\r\nBcc: attacker@example.net"
 "#;
-    let cfg = ConfigDir::new(&format!(
-        "{FROM}{}{job}",
-        smtp_section(&server, "starttls", Some(&pki.ca))
-    ));
+    let cfg = smtp_for(server.port, "starttls", Some(&pki.ca))
+        .job(job)
+        .write();
     assert!(
         cronmail(&cfg.path, &["check"], &[("TEST_SMTP_PASSWORD", PASSWORD)])
             .status
@@ -205,12 +208,7 @@ fn too_many_recipients_is_a_config_error() {
 }
 
 fn host() -> cronmail::config::Host {
-    cronmail::config::Host {
-        now: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
-        default_tz: Ok(chrono_tz::UTC),
-        state_directory: None,
-        node: "test".to_owned(),
-    }
+    cronmail::config::Host::fixed(chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap())
 }
 
 proptest! {
@@ -261,7 +259,7 @@ proptest! {
         if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/x/jobs.toml"), &text, &host()) {
             let job = &cfg.jobs[0];
             let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            if let Ok(out) = cronmail::deliver::prepare(&cfg, job, at, at, None) {
+            if let Ok(out) = cronmail::prepare(&cfg, job, at, at, None) {
                 let text = String::from_utf8_lossy(&out.bytes);
                 let headers = text.split("\r\n\r\n").next().unwrap_or_default();
                 prop_assert!(!headers.to_ascii_lowercase().contains("\r\nbcc:"));
@@ -276,7 +274,7 @@ proptest! {
         let text = format!("from = \"bot@example.com\"\n[outbox]\n[[job]]\nname = \"a\"\nschedule = \"@daily\"\nto = [{addr:?}]\nsubject = \"s\"\nbody = \"b\"\n");
         if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/x/jobs.toml"), &text, &host()) {
             let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            let out = cronmail::deliver::prepare(&cfg, &cfg.jobs[0], at, at, None);
+            let out = cronmail::prepare(&cfg, &cfg.jobs[0], at, at, None);
             prop_assert!(out.is_ok());
         }
     }

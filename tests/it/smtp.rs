@@ -17,7 +17,7 @@ fn send(cfg: &ConfigDir, password: &str, extra: &[&str]) -> std::process::Output
 fn starttls_with_auth_delivers_the_message() {
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -77,7 +77,7 @@ fn starttls_with_auth_delivers_the_message() {
 fn implicit_tls_delivers_the_message() {
     let pki = Pki::new();
     let server = ServerSpec::implicit(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "implicit", Some(&pki.ca));
+    let cfg = job_config(server.port, "implicit", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &["--to", "me@example.org"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -95,7 +95,7 @@ fn gmail_bad_credentials_is_class_auth_with_the_app_password_hint() {
         .user("alice", PASSWORD)
         .set("auth_fail_reply", GMAIL_535)
         .start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = send(&cfg, "my-google-account-password", &[]);
     assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
@@ -117,7 +117,7 @@ fn gmail_bad_credentials_is_class_auth_with_the_app_password_hint() {
 #[test]
 fn no_starttls_offered_means_no_auth_and_no_message() {
     let server = ServerSpec::plain().user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "starttls", None);
+    let cfg = job_config(server.port, "starttls", None);
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
@@ -137,7 +137,7 @@ fn starttls_refused_with_454_means_no_auth_and_no_message() {
             "454 4.7.0 TLS not available due to temporary reason",
         )
         .start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
@@ -150,7 +150,7 @@ fn untrusted_certificate_is_refused_before_auth() {
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
     // No ca_file: the test CA is not among the system roots.
-    let cfg = job_config(&server, "starttls", None);
+    let cfg = job_config(server.port, "starttls", None);
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
@@ -165,7 +165,7 @@ fn untrusted_certificate_is_refused_before_auth() {
 fn certificate_for_another_host_is_refused() {
     let pki = Pki::with_leaf(&["mail.example.net"], None);
     let server = ServerSpec::implicit(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "implicit", Some(&pki.ca));
+    let cfg = job_config(server.port, "implicit", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
@@ -187,7 +187,7 @@ fn transient_4xx_at_data_is_class_transient() {
             vec!["451 4.3.0 Mail server temporarily rejected message"],
         )
         .start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
@@ -206,7 +206,7 @@ fn permanent_5xx_at_rcpt_is_class_permanent() {
             "550 5.1.1 The email account that you tried to reach does not exist",
         )
         .start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = send(&cfg, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
@@ -238,7 +238,7 @@ fn secrets_never_reach_the_logs_even_at_trace() {
     use base64::Engine as _;
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = cronmail(
         &cfg.path,
@@ -264,7 +264,7 @@ fn secrets_never_reach_the_logs_even_at_trace() {
 fn check_smtp_reports_tls_and_auth_without_sending() {
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = job_config(&server, "starttls", Some(&pki.ca));
+    let cfg = job_config(server.port, "starttls", Some(&pki.ca));
 
     let out = cronmail(
         &cfg.path,

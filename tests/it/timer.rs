@@ -9,29 +9,28 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use cronmail::clock::{Clock, TokioClock};
 use cronmail::config::{self, Config, Host};
-use cronmail::daemon::{Control, Fire, TimerEvent, timer_loop};
+use cronmail::daemon::{Control, Fire, NoReload, TimerEvent, timer_loop};
 use cronmail::timer::{Decision, SkipReason, Timer};
 use tokio::sync::mpsc;
+
+use crate::support::JobsToml;
 
 fn utc(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
 fn config(jobs: &str) -> Config {
-    let text = format!("from = \"bot@example.com\"\ntimezone = \"UTC\"\n[outbox]\n{jobs}");
-    let host = Host {
-        state_directory: None,
-        node: "test".to_owned(),
-        now: utc("2026-01-01T00:00:00Z"),
-        default_tz: Ok(chrono_tz::UTC),
-    };
+    let text = JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .outbox()
+        .job(jobs)
+        .text();
+    let host = Host::fixed(utc("2026-01-01T00:00:00Z"));
     config::parse(std::path::Path::new("/t/jobs.toml"), &text, &host).unwrap()
 }
 
 fn job(name: &str, schedule: &str, extra: &str) -> String {
-    format!(
-        "[[job]]\nname = \"{name}\"\nschedule = \"{schedule}\"\nto = [\"a@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n{extra}\n"
-    )
+    JobsToml::default().every(name, schedule, extra).text()
 }
 
 /// A clock on paused tokio time that a test can also jump, like a suspend/resume.
@@ -75,7 +74,7 @@ async fn run_loop(
                 fires.borrow_mut().push(f);
             }
         },
-        async |_| None,
+        NoReload,
     );
     tokio::join!(looping, driver);
     fires.into_inner()

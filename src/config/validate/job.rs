@@ -131,7 +131,7 @@ impl Validator<'_> {
             Ok((s, fires)) => match fires {
                 Ok(t) => (Some(s), Some(t)),
                 Err(e) => {
-                    self.at(Some(raw.span()), job, e);
+                    self.at(Some(raw.span()), job, e.to_string());
                     (Some(s), None)
                 }
             },

@@ -179,7 +179,7 @@ impl<'a> Validator<'a> {
             None => match &host.default_tz {
                 Ok(tz) => Some(*tz),
                 Err(e) => {
-                    self.file(e.clone());
+                    self.file(e.to_string());
                     None
                 }
             },
@@ -396,7 +396,7 @@ pub(super) fn literal_secret(key: &str) -> String {
 }
 
 /// `sha256:HEX` (64 hex digits, colons optional, any case), as `check --smtp` prints it.
-pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
+pub(crate) fn parse_fingerprint(s: &str) -> Result<[u8; 32], String> {
     let bad = || {
         format!(
             "`tls_fingerprint`: `{s}` is not `sha256:` and 64 hex digits (the certificate's SHA-256, as `cronmail check --smtp` prints it)"

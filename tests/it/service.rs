@@ -1,0 +1,287 @@
+//! The whole daemon in this process, on paused tokio time, against a real SMTP server
+//! and a real `SQLite` ledger: a due fire, a 4xx retried after its backoff, catch-up
+//! after a gap, a reload that swaps the jobs, an authentication hold. No wall-clock
+//! sleep: `tokio::time::sleep` here advances the daemon's clock exactly (see
+//! `support::service`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cronmail::daemon::Notice;
+use cronmail::ledger::{Key, Ledger as _, Record, State};
+
+use crate::support::*;
+
+const PASSWORD: &str = "s3cret-pw";
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// jobs.toml in UTC with state in `state/`, `[smtp]` for `server` with the password
+/// read from the file `smtp-password` (holding `password`), `delivery` and `jobs`.
+fn config(
+    server: &SmtpServer,
+    pki: &Pki,
+    password: &str,
+    delivery: &str,
+    jobs: JobsToml,
+) -> ConfigDir {
+    let cfg = jobs
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_file = \"smtp-password\"")
+        .smtp_key("timeout = \"10s\"")
+        .section(delivery)
+        .write();
+    std::fs::write(cfg.dir.path().join("smtp-password"), password).unwrap();
+    cfg
+}
+
+fn records(cfg: &ConfigDir) -> Vec<Record> {
+    ledger(&cfg.dir.path().join("state"))
+        .history(None, 1000)
+        .unwrap()
+}
+
+fn record(cfg: &ConfigDir, job: &str, at: &str) -> Option<Record> {
+    ledger(&cfg.dir.path().join("state"))
+        .get(&Key::new(job, utc(at)))
+        .unwrap()
+}
+
+fn subjects(server: &SmtpServer) -> Vec<String> {
+    server
+        .messages()
+        .iter()
+        .map(|m| {
+            m.data
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Advances the daemon's clock (paused time) by `secs`.
+async fn pass(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_due_fire_is_delivered_to_a_real_smtp_server_and_recorded() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let cfg = config(
+        &server,
+        &pki,
+        PASSWORD,
+        "",
+        JobsToml::new().every("daily", "0 9 * * *", ""),
+    );
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T08:59:50Z"));
+
+    pass(5).await;
+    assert!(server.messages().is_empty(), "sent before its time");
+    pass(10).await;
+    assert_eq!(subjects(&server), ["daily 09:00"]);
+    let rec = record(&cfg, "daily", "2026-03-02T09:00:00Z").unwrap();
+    assert_eq!(rec.state, State::Sent);
+    assert_eq!(rec.attempts, 1);
+    assert!(
+        server.messages()[0]
+            .data
+            .contains(&format!("Message-ID: <{}>", rec.message_id))
+    );
+    assert_eq!(daemon.now(), utc("2026-03-02T09:00:05Z"));
+
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_4xx_is_retried_after_exactly_its_backoff_then_delivered() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", PASSWORD)
+        .set(
+            "data_replies",
+            serde_json::json!(["451 4.3.0 Try again later"]),
+        )
+        .start();
+    // retry_min = retry_max: the first backoff is exactly 30 s, without jitter.
+    let cfg = config(
+        &server,
+        &pki,
+        PASSWORD,
+        "[delivery]\nretry_min = \"30s\"\nretry_max = \"30s\"",
+        JobsToml::new().every("daily", "0 9 * * *", ""),
+    );
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T08:59:58Z"));
+
+    pass(5).await; // 09:00:03
+    assert!(server.messages().is_empty());
+    let rec = record(&cfg, "daily", "2026-03-02T09:00:00Z").unwrap();
+    assert_eq!(rec.state, State::Pending);
+    assert_eq!(rec.last_error_class.as_deref(), Some("transient"));
+    assert!(rec.last_reply.unwrap().contains("Try again later"));
+    assert_eq!(rec.next_attempt_at, Some(utc("2026-03-02T09:00:30Z")));
+
+    pass(26).await; // 09:00:29
+    assert!(server.messages().is_empty(), "retried before the backoff");
+    pass(2).await; // 09:00:31
+    assert_eq!(subjects(&server), ["daily 09:00"]);
+    let rec = record(&cfg, "daily", "2026-03-02T09:00:00Z").unwrap();
+    assert_eq!((rec.state, rec.attempts), (State::Sent, 2));
+
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_after_a_gap_sends_what_each_policy_says() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let cfg = config(
+        &server,
+        &pki,
+        PASSWORD,
+        "",
+        JobsToml::new()
+            .every("latest", "*/10 * * * *", "catch_up = \"latest\"")
+            .every(
+                "all",
+                "*/10 * * * *",
+                "catch_up = \"all\"\nmax_late = \"1h\"",
+            )
+            .every("skip", "*/10 * * * *", "catch_up = \"skip\""),
+    );
+    // The last run handled 09:00; cronmail comes back at 12:05.
+    {
+        let state = cfg.dir.path().join("state");
+        let l = cronmail::ledger::SqliteLedger::open_exclusive(&state).unwrap();
+        for job in ["latest", "all", "skip"] {
+            let key = Key::new(job, utc("2026-03-02T09:00:00Z"));
+            l.claim(
+                &[(key.clone(), format!("{job}@x"))],
+                utc("2026-03-02T09:00:00Z"),
+            )
+            .unwrap();
+            l.sent(&key, "250 ok", utc("2026-03-02T09:00:01Z")).unwrap();
+        }
+    }
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T12:05:00Z"));
+    pass(2).await;
+
+    let mut got = subjects(&server);
+    got.sort();
+    let mut want = vec!["latest 12:00".to_owned()];
+    want.extend(["11:10", "11:20", "11:30", "11:40", "11:50", "12:00"].map(|t| format!("all {t}")));
+    want.sort();
+    assert_eq!(got, want);
+    let states = |job: &str, state: State| {
+        records(&cfg)
+            .iter()
+            .filter(|r| &*r.key.job == job && r.state == state)
+            .count()
+    };
+    // 09:10 .. 12:00 is 18 occurrences; what was not sent is recorded as skipped.
+    assert_eq!(states("latest", State::Skipped), 17);
+    assert_eq!(states("all", State::Skipped), 12);
+    assert_eq!(states("skip", State::Skipped), 18);
+
+    // Then each job is back on its schedule.
+    pass(5 * 60).await; // 12:10:02
+    assert_eq!(
+        subjects(&server)
+            .iter()
+            .filter(|s| s.ends_with("12:10"))
+            .count(),
+        3
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reload_swaps_the_jobs_and_a_broken_one_keeps_them() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let cfg = config(
+        &server,
+        &pki,
+        PASSWORD,
+        "",
+        JobsToml::new().every("old", "* * * * *", ""),
+    );
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T10:00:30Z"));
+    pass(60).await; // 10:01:30
+    assert_eq!(subjects(&server), ["old 10:01"]);
+
+    // A broken file is refused; the old job keeps running.
+    std::fs::write(&cfg.path, "this is not toml [").unwrap();
+    daemon.reload().await;
+    pass(60).await; // 10:02:30
+    assert_eq!(subjects(&server), ["old 10:01", "old 10:02"]);
+
+    let new = config(
+        &server,
+        &pki,
+        PASSWORD,
+        "",
+        JobsToml::new().every("new", "* * * * *", ""),
+    );
+    std::fs::copy(&new.path, &cfg.path).unwrap();
+    daemon.reload().await;
+    pass(60).await; // 10:03:30
+    assert_eq!(subjects(&server), ["old 10:01", "old 10:02", "new 10:03"]);
+    assert_eq!(
+        daemon.notices.states(),
+        [
+            Notice::Ready,
+            Notice::Reloading,
+            Notice::Ready,
+            Notice::Reloading,
+            Notice::Ready
+        ]
+    );
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_authentication_hold_logs_in_rarely_and_a_reload_with_the_right_password_sends_all() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let cfg = config(
+        &server,
+        &pki,
+        "the-wrong-password",
+        "[delivery]\nretry_min = \"2m\"\nretry_max = \"10m\"",
+        JobsToml::new().every("tick", "* * * * *", ""),
+    );
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T10:00:30Z"));
+    pass(10 * 60).await; // 10:10:30: ten occurrences, 10:01 .. 10:10
+
+    assert!(server.messages().is_empty());
+    let auths = server.commands().iter().filter(|c| *c == "AUTH").count();
+    // Without the hold, each of the ten would have logged in at least once.
+    assert!((1..10).contains(&auths), "{auths} logins in ten minutes");
+    let held = records(&cfg)
+        .iter()
+        .filter(|r| r.state == State::Pending)
+        .count();
+    assert_eq!(held, 10, "every occurrence waits, none is lost");
+
+    std::fs::write(cfg.dir.path().join("smtp-password"), PASSWORD).unwrap();
+    daemon.reload().await;
+    pass(30).await;
+    let mut got = subjects(&server);
+    got.sort();
+    let want: Vec<String> = (1..=10).map(|m| format!("tick 10:{m:02}")).collect();
+    assert_eq!(got, want);
+    assert!(
+        records(&cfg).iter().all(|r| r.state == State::Sent),
+        "{:?}",
+        records(&cfg)
+    );
+    daemon.stop().await.unwrap();
+}

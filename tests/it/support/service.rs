@@ -1,0 +1,151 @@
+//! The whole daemon in this process, on paused tokio time: `cronmail::daemon::run` with
+//! a clock that follows tokio's time, the notices it sends recorded, and the real
+//! mailer, whose network I/O runs in real time on a runtime of its own.
+//!
+//! Why that works without a wall-clock sleep anywhere: paused time jumps ahead only
+//! when every task is idle, and a blocking task (the ledger's writes, and here each
+//! SMTP transaction) holds the jump off until it is done. So after
+//! `tokio::time::sleep(d).await` in a test, the service has done everything it would
+//! have done by then, in order.
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use chrono::{DateTime, Utc};
+use cronmail::clock::{Clock as _, TokioClock};
+use cronmail::config::{Config, Host};
+use cronmail::daemon::{Control, Notice, Notify, Service, StartError};
+use cronmail::{BoxFuture, Delivered, Failure, Mailer, MakeTransport, Outgoing, Transport};
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::ConfigDir;
+
+/// The notices the daemon sent, in order.
+#[derive(Default)]
+pub struct Notices(Mutex<Vec<Notice>>);
+
+impl Notify for Notices {
+    fn notify(&self, notices: &[Notice]) {
+        self.0.lock().unwrap().extend_from_slice(notices);
+    }
+}
+
+impl Notices {
+    /// The notices without the status lines.
+    pub fn states(&self) -> Vec<Notice> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| !matches!(n, Notice::Status(_)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// A running in-process daemon. Drop it only after `stop`.
+pub struct InProcess {
+    events: mpsc::Sender<Control>,
+    task: JoinHandle<Result<(), StartError>>,
+    pub notices: Arc<Notices>,
+    clock: TokioClock,
+}
+
+impl InProcess {
+    /// Starts the daemon on `config` with the wall clock at `at` (paused time must be on).
+    pub fn start(config: &ConfigDir, at: DateTime<Utc>) -> Self {
+        let clock = TokioClock::starting_at(at);
+        let notices = Arc::new(Notices::default());
+        let service = Service {
+            config: config.path.clone(),
+            host: Host::fixed(at),
+            clock: Arc::new(clock),
+            notify: Arc::clone(&notices) as Arc<dyn Notify>,
+            transport: real_time_mailer(),
+        };
+        let (events, rx) = mpsc::channel(8);
+        let task = tokio::spawn(cronmail::daemon::run(service, rx));
+        InProcess {
+            events,
+            task,
+            notices,
+            clock,
+        }
+    }
+
+    /// The daemon's wall clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// SIGHUP, in-process.
+    pub async fn reload(&self) {
+        self.events.send(Control::Reload).await.unwrap();
+    }
+
+    /// SIGTERM, in-process: the daemon's own result once it has stopped.
+    pub async fn stop(self) -> Result<(), StartError> {
+        let _ = self.events.send(Control::Shutdown).await;
+        self.task.await.unwrap()
+    }
+
+    /// The daemon's result, when it stopped by itself (it could not start).
+    pub async fn finished(self) -> Result<(), StartError> {
+        self.task.await.unwrap()
+    }
+}
+
+/// A runtime in real time, for the mailer's I/O; one for the whole test binary (a
+/// runtime must not be dropped inside another).
+fn real_time() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// The real mailer, each call run to its end on the real-time runtime from a blocking
+/// task, so that paused time waits for the server's answers.
+struct RealTime(Arc<Mailer>);
+
+impl Transport for RealTime {
+    fn send<'a>(&'a self, out: &'a Outgoing) -> BoxFuture<'a, Result<Delivered, Failure>> {
+        let mailer = Arc::clone(&self.0);
+        let out = out.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || real_time().block_on(mailer.send(&out)))
+                .await
+                .unwrap()
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        let mailer = Arc::clone(&self.0);
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || real_time().block_on(mailer.close()))
+                .await
+                .unwrap();
+        })
+    }
+
+    fn destination(&self) -> String {
+        self.0.destination()
+    }
+
+    fn username(&self) -> &str {
+        self.0.username()
+    }
+}
+
+fn real_time_mailer() -> MakeTransport {
+    Arc::new(|config: &Config, password: Option<SecretString>| {
+        let _guard = real_time().enter();
+        let mailer = Mailer::new(&config.transport, password, config.delivery.max_connections)?;
+        Ok(Arc::new(RealTime(Arc::new(mailer))) as Arc<dyn Transport>)
+    })
+}
