@@ -34,6 +34,7 @@
 //! ledger/          what was sent, durably: sqlite.rs (one node), pg.rs (several), one open
 //! daemon/          the service: timer_loop, worker, attempt, recorder, signals, notify
 //! persist.rs       the one atomic write (temp, fsync, rename)
+//! files.rs         the one reader: regular files only, under a cap
 //! failure.rs       the failure vocabulary (ErrorClass, Phase, Failure), at the bottom
 //! exit.rs          sysexits codes, and a failure class's code
 //! ```
@@ -67,6 +68,7 @@ pub mod daemon;
 mod deliver;
 mod exit;
 mod failure;
+mod files;
 pub mod ledger;
 mod logging;
 mod mail;

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::files::{self, FileError, MAX_SECRET};
+
 /// How long a `password_command` may run. A password manager that waits for a PIN
 /// nobody will type must not hang the daemon.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,11 +57,16 @@ pub enum SecretError {
     EnvMissing { source_desc: String },
     #[error("{source_desc} is empty")]
     Empty { source_desc: String },
-    #[error("reading {source_desc}: {error}")]
+    #[error("reading {source_desc}: {}", .error.reason())]
     Read {
         source_desc: String,
-        error: std::io::Error,
+        error: FileError,
     },
+    #[error(
+        "{source_desc} printed more than {} bytes; a secret is one line",
+        crate::files::group(MAX_SECRET)
+    )]
+    TooLong { source_desc: String },
     #[error("{source_desc} is not valid UTF-8")]
     NotUtf8 { source_desc: String },
     #[error(
@@ -111,7 +118,7 @@ impl SecretSource {
                 .await
                 .map_err(|e| match e {
                     SecretError::Read { source_desc, error }
-                        if error.kind() == std::io::ErrorKind::NotFound =>
+                        if error.kind() == Some(std::io::ErrorKind::NotFound) =>
                     {
                         SecretError::NoCredentialsDirectory { source_desc }
                     }
@@ -128,12 +135,14 @@ impl SecretSource {
 }
 
 async fn read_file(path: PathBuf, source_desc: &str) -> Result<String, SecretError> {
-    let bytes = tokio::fs::read(&path)
-        .await
-        .map_err(|error| SecretError::Read {
+    let read = tokio::task::spawn_blocking(move || files::read(&path, MAX_SECRET)).await;
+    let bytes = match read {
+        Ok(r) => r.map_err(|error| SecretError::Read {
             source_desc: source_desc.to_owned(),
             error,
-        })?;
+        })?,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     let mut text = String::from_utf8(bytes).map_err(|_| SecretError::NotUtf8 {
         source_desc: source_desc.to_owned(),
     })?;
@@ -146,35 +155,85 @@ async fn read_file(path: PathBuf, source_desc: &str) -> Result<String, SecretErr
     Ok(text)
 }
 
+/// Reads `r` to its end, keeping at most `cap` bytes; `true` when there was more.
+async fn read_capped(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    cap: usize,
+    stop_at_cap: bool,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    use tokio::io::AsyncReadExt as _;
+    let mut kept = Vec::new();
+    let mut over = false;
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = r.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok((kept, over));
+        }
+        let room = cap.saturating_sub(kept.len());
+        kept.extend_from_slice(&chunk[..n.min(room)]);
+        if n > room {
+            over = true;
+            if stop_at_cap {
+                return Ok((kept, over));
+            }
+        }
+    }
+}
+
 async fn run_command(argv: &[String], source_desc: &str) -> Result<String, SecretError> {
     let (program, rest) = argv.split_first().ok_or_else(|| SecretError::Empty {
         source_desc: source_desc.to_owned(),
     })?;
-    let child = tokio::process::Command::new(program)
+    let spawn_error = |error| SecretError::Spawn {
+        source_desc: source_desc.to_owned(),
+        error,
+    };
+    let mut child = tokio::process::Command::new(program)
         .args(rest)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|error| SecretError::Spawn {
-            source_desc: source_desc.to_owned(),
-            error,
-        })?;
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .map_err(spawn_error)?;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(spawn_error(std::io::Error::other(
+            "no pipes to the command",
+        )));
+    };
+    let cap = usize::try_from(MAX_SECRET).unwrap_or(usize::MAX);
+    let work = async {
+        // Both pipes at once: a command that fills one while we wait on the other
+        // would hang. Output past the cap stops the command.
+        let (out, err) = tokio::join!(
+            read_capped(stdout, cap, true),
+            read_capped(stderr, STDERR_LIMIT, false)
+        );
+        let (out, too_long) = out?;
+        if too_long {
+            let _ = child.kill().await;
+            return Ok(None);
+        }
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>(Some((status, out, err.map(|(e, _)| e).unwrap_or_default())))
+    };
+    let Some((status, stdout, stderr)) = tokio::time::timeout(COMMAND_TIMEOUT, work)
         .await
         .map_err(|_| SecretError::Timeout {
             source_desc: source_desc.to_owned(),
         })?
-        .map_err(|error| SecretError::Spawn {
+        .map_err(spawn_error)?
+    else {
+        return Err(SecretError::TooLong {
             source_desc: source_desc.to_owned(),
-            error,
-        })?;
-    if !output.status.success() {
+        });
+    };
+    if !status.success() {
         // stdout may hold part of a secret; only stderr and the status are shown.
-        let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
-        if stderr.len() > STDERR_LIMIT {
-            let cut = (0..=STDERR_LIMIT)
+        let mut stderr = String::from_utf8_lossy(&stderr).trim().to_owned();
+        if stderr.len() >= STDERR_LIMIT {
+            let cut = (0..STDERR_LIMIT)
                 .rev()
                 .find(|&i| stderr.is_char_boundary(i))
                 .unwrap_or(0);
@@ -183,11 +242,11 @@ async fn run_command(argv: &[String], source_desc: &str) -> Result<String, Secre
         }
         return Err(SecretError::CommandFailed {
             source_desc: source_desc.to_owned(),
-            status: output.status.to_string(),
+            status: status.to_string(),
             stderr,
         });
     }
-    let text = String::from_utf8(output.stdout).map_err(|_| SecretError::NotUtf8 {
+    let text = String::from_utf8(stdout).map_err(|_| SecretError::NotUtf8 {
         source_desc: source_desc.to_owned(),
     })?;
     Ok(text.trim().to_owned())
@@ -231,6 +290,41 @@ mod tests {
         let argv = ["printf", "  pw \\n"].map(String::from).to_vec();
         let secret = SecretSource::Command(argv).read().await.unwrap();
         assert_eq!(secret.expose_secret(), "pw");
+    }
+
+    #[tokio::test]
+    async fn a_fifo_a_device_and_endless_output_are_refused_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("pw");
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        let err = SecretSource::File(fifo)
+            .read()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a FIFO (named pipe), not a regular file"),
+            "{err}"
+        );
+        let err = SecretSource::File("/dev/zero".into())
+            .read()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a character device"), "{err}");
+        let argv = ["cat", "/dev/zero"].map(String::from).to_vec();
+        let err = SecretSource::Command(argv)
+            .read()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("printed more than 65,536 bytes"), "{err}");
     }
 
     #[test]

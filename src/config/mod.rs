@@ -45,18 +45,16 @@ pub fn load(path: &Path, host: &Host) -> Result<Config, Diagnostics> {
 }
 
 fn read_limited(path: &Path) -> Result<String, String> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| format!("cannot read the configuration: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory; expected a jobs.toml file".to_owned());
-    }
-    if meta.len() > MAX_FILE_BYTES {
-        return Err(format!(
-            "the file is {} bytes, more than the limit of {MAX_FILE_BYTES} (about 2.5 million jobs)",
-            meta.len()
-        ));
-    }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the configuration: {e}"))?;
+    let bytes = crate::files::read(path, MAX_FILE_BYTES).map_err(|e| match e {
+        crate::files::FileError::NotRegular {
+            what: "a folder", ..
+        } => "is a directory; expected a jobs.toml file".to_owned(),
+        crate::files::FileError::TooLarge { .. } => format!(
+            "the file is larger than the limit of {} bytes (about 2.5 million jobs)",
+            crate::files::group(MAX_FILE_BYTES)
+        ),
+        other => format!("cannot read the configuration: {other}"),
+    })?;
     String::from_utf8(bytes).map_err(|e| {
         let offset = e.utf8_error().valid_up_to();
         let valid = String::from_utf8_lossy(&e.as_bytes()[..offset]).into_owned();

@@ -6,6 +6,7 @@
 mod auth;
 mod cli;
 mod delivery;
+mod faults;
 mod ha;
 mod ledger;
 mod oauth2;

@@ -207,14 +207,16 @@ impl Validator<'_> {
                 (Some(s), None) => (s.get_ref().clone(), TemplateOrigin::Inline(s.span())),
                 (None, Some(f)) => {
                     let path = self.resolve(f.get_ref());
-                    match std::fs::read_to_string(&path) {
+                    let text = crate::files::read(&path, crate::files::MAX_TEMPLATE)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            String::from_utf8(b)
+                                .map_err(|_| format!("`{}` is not valid UTF-8", path.display()))
+                        });
+                    match text {
                         Ok(text) => (text, TemplateOrigin::File(path)),
                         Err(e) => {
-                            self.at(
-                                Some(f.span()),
-                                job,
-                                format!("`{key}_file`: cannot read `{}`: {e}", path.display()),
-                            );
+                            self.at(Some(f.span()), job, format!("`{key}_file`: {e}"));
                             continue;
                         }
                     }

@@ -426,8 +426,8 @@ fn is_loopback(host: &str) -> bool {
 }
 
 fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| format!("`ca_file`: cannot read `{}`: {e}", path.display()))?;
+    let bytes = crate::files::read(path, crate::files::MAX_CA_FILE)
+        .map_err(|e| format!("`ca_file`: {e}"))?;
     let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut bytes.as_slice()).collect();
     match certs {
         Ok(certs) if !certs.is_empty() => Ok(certs.into_iter().map(|c| c.to_vec()).collect()),

@@ -128,3 +128,50 @@ pub fn libc_sigterm() -> i32 {
 pub fn libc_sighup() -> i32 {
     libc::SIGHUP
 }
+
+/// Runs the real binary, and fails the test (killing it) if it takes longer than
+/// `limit`: for inputs that once made cronmail hang.
+#[track_caller]
+pub fn cronmail_within(
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    limit: std::time::Duration,
+) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cronmail"));
+    cmd.arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("CRONMAIL_LOG")
+        .env_remove("NOTIFY_SOCKET")
+        .env("TZ", "UTC")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "cronmail {args:?} did not finish within {limit:?}; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A named pipe at `path`.
+pub fn mkfifo(path: &Path) {
+    assert!(
+        Command::new("mkfifo").arg(path).status().unwrap().success(),
+        "mkfifo {}",
+        path.display()
+    );
+}

@@ -1,0 +1,83 @@
+//! Faults found by trying cronmail hard (issue "faults"): each test here failed before
+//! its fix.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+const QUICK: Duration = Duration::from_secs(20);
+
+/// `check` and `run` on a jobs.toml that points at something that is not a file.
+#[track_caller]
+fn refused(cfg: &ConfigDir, expected: &str) {
+    for cmd in ["check", "run"] {
+        let out = cronmail_within(&cfg.path, &[cmd], &[], QUICK);
+        assert_eq!(out.status.code(), Some(78), "{cmd}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains(expected), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn a_fifo_or_a_device_where_a_file_belongs_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe");
+    mkfifo(&fifo);
+    let fifo = fifo.display().to_string();
+
+    for (key, value, what) in [
+        ("body_file", "/dev/zero", "`/dev/zero` is a character device, not a regular file"),
+        ("body_file", fifo.as_str(), "is a FIFO (named pipe), not a regular file"),
+        ("html_file", fifo.as_str(), "is a FIFO (named pipe), not a regular file"),
+    ] {
+        let body = if key == "body_file" { "" } else { "body = \"b\"\n" };
+        let cfg = JobsToml::new()
+            .outbox()
+            .job(&format!(
+                "[[job]]\nname = \"j\"\nschedule = \"@daily\"\nto = [\"a@example.com\"]\nsubject = \"s\"\n{body}{key} = \"{value}\""
+            ))
+            .write();
+        refused(&cfg, what);
+        let out = cronmail(&cfg.path, &["check"], &[]);
+        assert!(stderr(&out).contains("jobs.toml:"), "no place: {}", stderr(&out));
+    }
+
+    let cfg = smtp_for(2525, "starttls", Some(std::path::Path::new("/dev/zero")))
+        .job(JOB)
+        .write();
+    refused(&cfg, "`ca_file`: `/dev/zero` is a character device");
+
+    let cfg = JobsToml::new()
+        .smtp(2525, "starttls", None)
+        .smtp_key(&format!("password_file = \"{fifo}\""))
+        .job(JOB)
+        .write();
+    let out = cronmail_within(&cfg.path, &["check"], &[], QUICK);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a FIFO (named pipe), not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // jobs.toml itself.
+    let out = cronmail_within(std::path::Path::new(&fifo), &["check"], &[], QUICK);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FIFO"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_password_command_that_never_stops_printing_is_cut_off() {
+    let cfg = JobsToml::new()
+        .smtp(2525, "starttls", None)
+        .smtp_key("password_command = [\"cat\", \"/dev/zero\"]")
+        .job(JOB)
+        .write();
+    let out = cronmail_within(&cfg.path, &["check"], &[], QUICK);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("printed more than 65,536 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
