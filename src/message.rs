@@ -131,6 +131,13 @@ pub fn compose(
         occurrence,
         message_id: id,
         envelope: message.envelope().clone(),
-        bytes: message.formatted(),
+        bytes: {
+            // RFC 5322: every line ends with CRLF, the last one too.
+            let mut bytes = message.formatted();
+            if !bytes.ends_with(b"\r\n") {
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes
+        },
     })
 }

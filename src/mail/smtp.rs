@@ -274,7 +274,11 @@ impl SmtpMailer {
         conn.command(Data)
             .await
             .map_err(|e| classify(Phase::Data, &e))?;
-        conn.message(&out.bytes)
+        // lettre ends the data with "\r\n.\r\n", whose CRLF is the message's last line
+        // ending: without this, the server would get one blank line more than the
+        // outbox and `render` show.
+        let bytes = out.bytes.strip_suffix(b"\r\n").unwrap_or(&out.bytes);
+        conn.message(bytes)
             .await
             .map_err(|e| classify(Phase::Data, &e))
     }

@@ -81,3 +81,47 @@ fn a_password_command_that_never_stops_printing_is_cut_off() {
         stderr(&out)
     );
 }
+
+/// The exact bytes the server received for each body, against `prepare` (what
+/// `render` prints and the outbox writes).
+#[tokio::test]
+async fn smtp_carries_exactly_the_bytes_render_prints() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", "pw").start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crlf.txt"), "one\r\ntwo\r\n").unwrap();
+    let bodies = [
+        ("plain", "body = \"two words\""),
+        ("newline", "body = \"two words\\n\""),
+        ("dot", "body = \"before\\n.\\n..two\\nafter\""),
+        ("crlf", "body_file = \"crlf.txt\""),
+    ];
+    let mut jobs = JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_file = \"pw\"");
+    for (name, body) in bodies {
+        jobs = jobs.job(&format!(
+            "[[job]]\nname = \"{name}\"\nschedule = \"@daily\"\nto = [\"a@example.com\"]\nsubject = \"s\"\n{body}"
+        ));
+    }
+    std::fs::write(dir.path().join("jobs.toml"), jobs.text()).unwrap();
+    std::fs::write(dir.path().join("pw"), "pw").unwrap();
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+    let cfg = cronmail::config::load(
+        &dir.path().join("jobs.toml"),
+        &cronmail::config::Host::fixed(at),
+    )
+    .unwrap();
+    let password = Some(secrecy::SecretString::from("pw"));
+    let mailer = cronmail::Mailer::new(&cfg.transport, password, 1).unwrap();
+    for (i, (name, _)) in bodies.iter().enumerate() {
+        let job = cfg.job(name).unwrap();
+        let out = cronmail::prepare(&cfg, job, at, at, None).unwrap();
+        mailer.send(&out).await.unwrap();
+        let got = server.messages()[i].data.clone();
+        assert_eq!(got.as_bytes(), &out.bytes[..], "{name}");
+        assert!(got.ends_with("\r\n"), "{name}: the message must end with CRLF");
+    }
+    mailer.close().await;
+}
