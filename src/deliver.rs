@@ -79,10 +79,14 @@ impl DeliverError {
         }
     }
 
-    /// What the ledger keeps of it: the server's reply, else the failure in words.
+    /// What the ledger keeps of it: the server's reply with its code (`550 5.1.1 ...`),
+    /// else the failure in words.
     pub fn reply(&self) -> String {
         match self {
-            DeliverError::Send(e) => e.reply.clone().unwrap_or_else(|| e.detail.clone()),
+            DeliverError::Send(e) => match (e.code, &e.reply) {
+                (Some(code), Some(reply)) => format!("{code} {reply}"),
+                _ => e.detail.clone(),
+            },
             other => other.to_string(),
         }
     }

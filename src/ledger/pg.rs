@@ -46,9 +46,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX cronmail_occurrences_unfinished ON cronmail_occurrences (scheduled_at)
         WHERE state IN ('pending', 'sending');",
+    // 1 -> 2: when the last failure happened (`updated_at` moves on when it is sent).
+    "ALTER TABLE cronmail_occurrences ADD COLUMN last_error_at TIMESTAMPTZ;",
 ];
 
-pub const PG_SCHEMA_VERSION: i32 = 1;
+pub const PG_SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock keys: one for migrations, and a class for "this node name is connected".
 const MIGRATION_LOCK: i64 = 0x6372_6f6e_6d61_696c; // "cronmail"
@@ -357,7 +359,7 @@ impl Ledger for PgLedger {
             c.execute(
                 "UPDATE cronmail_occurrences SET state = 'pending', last_error_class = $3, last_reply = $4,
                      next_attempt_at = $5, node = $6, lease_until = now() + make_interval(secs => $7),
-                     updated_at = $8
+                     updated_at = $8, last_error_at = $8
                  WHERE job = $1 AND scheduled_at = $2",
                 &[&&*key.job, &key.scheduled_at, &class, &reply, &next_at, &self.node, &hold, &now],
             )
@@ -376,7 +378,7 @@ impl Ledger for PgLedger {
         self.with(|c| {
             c.execute(
                 "UPDATE cronmail_occurrences SET state = $3, last_error_class = $4, last_reply = $5,
-                     next_attempt_at = NULL, lease_until = NULL, node = $6, updated_at = $7
+                     next_attempt_at = NULL, lease_until = NULL, node = $6, updated_at = $7, last_error_at = $7
                  WHERE job = $1 AND scheduled_at = $2",
                 &[&&*key.job, &key.scheduled_at, &state.name(), &class, &reply, &self.node, &now],
             )
@@ -441,8 +443,10 @@ impl Ledger for PgLedger {
                     Some((r.try_get(1)?, r.try_get(2)?));
             }
             for r in c.query(
-                "SELECT DISTINCT ON (job) job, updated_at, last_error_class, COALESCE(last_reply, '')
-                 FROM cronmail_occurrences WHERE last_error_class IS NOT NULL ORDER BY job, updated_at DESC",
+                "SELECT DISTINCT ON (job) job, COALESCE(last_error_at, updated_at), last_error_class,
+                     COALESCE(last_reply, '')
+                 FROM cronmail_occurrences WHERE last_error_class IS NOT NULL
+                 ORDER BY job, COALESCE(last_error_at, updated_at) DESC",
                 &[],
             )? {
                 out.entry(r.try_get(0)?).or_default().last_failure =

@@ -31,9 +31,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (job, scheduled_at)
     ) WITHOUT ROWID;
     CREATE INDEX occurrences_unfinished ON occurrences (state) WHERE state IN ('pending', 'sending');",
+    // 1 -> 2: when the last failure happened (`updated_at` moves on when it is sent).
+    "ALTER TABLE occurrences ADD COLUMN last_error_at INTEGER;",
 ];
 
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// The embedded ledger: `<state_dir>/ledger.sqlite3`.
 pub struct SqliteLedger {
@@ -276,7 +278,7 @@ impl Ledger for SqliteLedger {
         self.with(|c| {
             c.execute(
                 "UPDATE occurrences SET state = 'pending', last_error_class = ?3, last_reply = ?4,
-                 next_attempt_at = ?5, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
+                 next_attempt_at = ?5, updated_at = ?6, last_error_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
                 params![
                     &*key.job,
                     ts(key.scheduled_at),
@@ -301,7 +303,7 @@ impl Ledger for SqliteLedger {
         self.with(|c| {
             c.execute(
                 "UPDATE occurrences SET state = ?3, last_error_class = ?4, last_reply = ?5,
-                 next_attempt_at = NULL, updated_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
+                 next_attempt_at = NULL, updated_at = ?6, last_error_at = ?6 WHERE job = ?1 AND scheduled_at = ?2",
                 params![
                     &*key.job,
                     ts(key.scheduled_at),
@@ -359,9 +361,11 @@ impl Ledger for SqliteLedger {
                 out.entry(job).or_default().last_sent = Some((at, id));
             }
             let mut stmt = c.prepare(
-                "SELECT job, updated_at, COALESCE(last_error_class, ''), COALESCE(last_reply, '') FROM occurrences o
-                 WHERE last_error_class IS NOT NULL AND updated_at = (SELECT MAX(updated_at) FROM occurrences
-                 WHERE job = o.job AND last_error_class IS NOT NULL) GROUP BY job",
+                "SELECT job, COALESCE(last_error_at, updated_at) AS failed_at, COALESCE(last_error_class, ''),
+                 COALESCE(last_reply, '') FROM occurrences o
+                 WHERE last_error_class IS NOT NULL AND COALESCE(last_error_at, updated_at) = (
+                     SELECT MAX(COALESCE(last_error_at, updated_at)) FROM occurrences
+                     WHERE job = o.job AND last_error_class IS NOT NULL) GROUP BY job",
             )?;
             for row in stmt.query_map([], |r| {
                 Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?), r.get::<_, String>(2)?, r.get::<_, String>(3)?))
