@@ -52,6 +52,10 @@ impl fmt::Display for ErrorClass {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Connect,
+    /// The implicit-TLS handshake, before the server's first byte.
+    Tls,
+    /// Waiting for the server's greeting (and the answer to EHLO).
+    Greeting,
     Starttls,
     Auth,
     Mail,
@@ -61,9 +65,35 @@ pub enum Phase {
 }
 
 impl Phase {
+    const ALL: [Phase; 9] = [
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Greeting,
+        Phase::Starttls,
+        Phase::Auth,
+        Phase::Mail,
+        Phase::Rcpt,
+        Phase::Data,
+        Phase::Write,
+    ];
+
+    /// A small number for the phase, to keep it in an atomic while a send runs.
+    pub fn index(self) -> u8 {
+        u8::try_from(Self::ALL.iter().position(|p| *p == self).unwrap_or(0)).unwrap_or(0)
+    }
+
+    pub fn from_index(i: u8) -> Phase {
+        Self::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(Phase::Connect)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Connect => "connecting",
+            Phase::Tls => "TLS handshake",
+            Phase::Greeting => "greeting",
             Phase::Starttls => "STARTTLS",
             Phase::Auth => "AUTH",
             Phase::Mail => "MAIL FROM",

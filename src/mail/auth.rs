@@ -10,7 +10,7 @@ use lettre::transport::smtp::response::Response;
 use secrecy::{ExposeSecret, SecretString};
 
 use super::hint;
-use super::smtp::{SmtpMailer, classify};
+use super::smtp::{SmtpMailer, classify, entering};
 use crate::config::AuthMethod;
 use crate::failure::{ErrorClass, Failure, Phase};
 
@@ -22,6 +22,7 @@ impl SmtpMailer {
             // The token first: no connection is opened for a login that cannot happen.
             let (token, fresh) = self.access_token().await?;
             let mut conn = self.connect().await?;
+            entering(Phase::Auth);
             let Err(e) = xoauth2(&mut conn, user, &token).await else {
                 return Ok(conn);
             };
@@ -40,6 +41,7 @@ impl SmtpMailer {
             oauth.forget().await;
             let (token, _) = self.access_token().await?;
             let mut conn = self.connect().await?;
+            entering(Phase::Auth);
             if let Err(e) = xoauth2(&mut conn, user, &token).await {
                 conn.abort().await;
                 return Err(self.xoauth2_error(&e, &token));
@@ -54,6 +56,7 @@ impl SmtpMailer {
                 AuthMethod::Login => &[Mechanism::Login],
                 AuthMethod::Auto | AuthMethod::Xoauth2 => &[Mechanism::Plain, Mechanism::Login],
             };
+            entering(Phase::Auth);
             if let Err(e) = conn.auth(mechanisms, &creds).await {
                 conn.abort().await;
                 let mut err = classify(Phase::Auth, &e);

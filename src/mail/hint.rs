@@ -37,7 +37,8 @@ pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
             }
         }
         ErrorClass::Permanent => Some(permanent_hint(err, &has)),
-        ErrorClass::Timeout | ErrorClass::Local => None,
+        ErrorClass::Timeout => Some(timeout_hint(err, cfg)),
+        ErrorClass::Local => None,
     }
 }
 
@@ -183,6 +184,40 @@ fn xoauth2_hint(
         "the server refused the OAuth2 token: {freshness} issued for another account than `username`, or lacks the scope \
          (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){mailbox}{credential}"
     )
+}
+
+/// A timeout, by the phase it interrupted.
+fn timeout_hint(err: &Failure, cfg: &SmtpConfig) -> String {
+    match err.phase {
+        Some(Phase::Data) => {
+            "the server stopped answering during DATA: if the whole message had been \
+             sent, the server may or may not have accepted it. cronmail tries again, and the retry \
+             carries the same Message-ID, so a duplicate is recognisable as one"
+                .to_owned()
+        }
+        Some(Phase::Greeting) if cfg.port == 465 && cfg.tls == TlsMode::Starttls => {
+            "port 465 expects implicit TLS: set `tls = \"implicit\"`".to_owned()
+        }
+        Some(Phase::Greeting) => format!(
+            "{}:{} accepted the connection but sent no greeting; if that port expects TLS from the \
+             first byte (usually 465), set `tls = \"implicit\"`. cronmail will try again",
+            cfg.host, cfg.port
+        ),
+        Some(Phase::Tls | Phase::Starttls) => {
+            "the TLS handshake did not finish in time; nothing was \
+             sent. cronmail will try again"
+                .to_owned()
+        }
+        Some(Phase::Auth) => "the server did not answer the login in time; nothing was sent. \
+             cronmail will try again"
+            .to_owned(),
+        Some(Phase::Mail | Phase::Rcpt) => "the server stopped answering before the message was \
+             sent; nothing was delivered. cronmail will try again"
+            .to_owned(),
+        _ => "the server is slow or unreachable; cronmail will try again. Raise `timeout` if this \
+              server is always slow"
+            .to_owned(),
+    }
 }
 
 fn tls_hint(err: &Failure, cfg: &SmtpConfig) -> String {

@@ -27,26 +27,25 @@ impl SmtpMailer {
     pub async fn probe(&self) -> Result<ProbeReport, Failure> {
         let cfg = &self.config;
         let work = async {
-            let tls = if cfg.tls == TlsMode::None {
-                None
-            } else {
-                match inspect(cfg, false).await {
-                    Ok(info) => Some(info),
-                    Err(e) => {
-                        // Show the fingerprint of a certificate that failed verification,
-                        // so the user can check it out of band and pin it.
-                        let mut detail = e;
-                        if let Ok(info) = inspect(cfg, true).await {
-                            detail = format!(
-                                "{detail}; the server presents `{}` issued by `{}`, expiring {}, fingerprint {}",
-                                info.subject, info.issuer, info.not_after, info.fingerprint
-                            );
-                        }
-                        return Err(Failure::new(ErrorClass::Tls, Some(Phase::Starttls), detail));
+            // The same connection, TLS and login as a send, so a failure is classed the
+            // same way (a refused connection is `connect`, not `tls`).
+            let mut conn = match self.open().await {
+                Ok(conn) => conn,
+                Err(mut e) => {
+                    // Show the fingerprint of a certificate that failed verification,
+                    // so the user can check it out of band and pin it.
+                    if e.class == ErrorClass::Tls
+                        && cfg.tls != TlsMode::None
+                        && let Ok(info) = inspect(cfg, true).await
+                    {
+                        e.detail = format!(
+                            "{}; the server presents `{}` issued by `{}`, expiring {}, fingerprint {}",
+                            e.detail, info.subject, info.issuer, info.not_after, info.fingerprint
+                        );
                     }
+                    return Err(e);
                 }
             };
-            let mut conn = self.open().await?;
             let greeting = conn.server_info().name().to_owned();
             let logs_in = self.password.is_some() || cfg.auth == AuthMethod::Xoauth2;
             let auth = match &cfg.username {
@@ -54,6 +53,16 @@ impl SmtpMailer {
                 _ => None,
             };
             let _ = conn.quit().await;
+            // What the server presents, on a second connection that only looks.
+            let tls = if cfg.tls == TlsMode::None {
+                None
+            } else {
+                Some(
+                    inspect(cfg, false)
+                        .await
+                        .map_err(|e| Failure::new(ErrorClass::Tls, Some(Phase::Starttls), e))?,
+                )
+            };
             Ok(ProbeReport {
                 server: self.server(),
                 greeting,
@@ -61,18 +70,8 @@ impl SmtpMailer {
                 auth,
             })
         };
-        tokio::time::timeout(cfg.timeout, work)
+        super::smtp::bounded(cfg.timeout, work)
             .await
-            .unwrap_or_else(|_| {
-                Err(Failure::new(
-                    ErrorClass::Timeout,
-                    Some(Phase::Connect),
-                    format!(
-                        "no answer within {}",
-                        humantime::format_duration(cfg.timeout)
-                    ),
-                ))
-            })
             .map_err(|e| self.hinted(e))
     }
 }

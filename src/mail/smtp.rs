@@ -4,6 +4,7 @@
 //! here, where its phase is known, and gets its hint once, in `send`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
@@ -19,6 +20,40 @@ use crate::failure::{ErrorClass, Failure, Phase, error_chain};
 use crate::message::Outgoing;
 use crate::oauth2::TokenSource;
 use crate::tls;
+
+tokio::task_local! {
+    /// How far the send in this task has got, for the timeout to name the phase it
+    /// interrupted (the transaction's future is gone by then).
+    static PROGRESS: Arc<AtomicU8>;
+}
+
+/// Notes that the send in this task entered `phase`.
+pub(super) fn entering(phase: Phase) {
+    let _ = PROGRESS.try_with(|p| p.store(phase.index(), Ordering::Relaxed));
+}
+
+/// Runs `work` with its progress recorded; on `timeout`, the phase it had reached.
+pub(super) async fn bounded<T>(
+    timeout: std::time::Duration,
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let progress = Arc::new(AtomicU8::new(Phase::Connect.index()));
+    match tokio::time::timeout(timeout, PROGRESS.scope(Arc::clone(&progress), work)).await {
+        Ok(r) => r,
+        Err(_) => {
+            let phase = Phase::from_index(progress.load(Ordering::Relaxed));
+            Err(Failure::new(
+                ErrorClass::Timeout,
+                Some(phase),
+                format!(
+                    "no answer within {} ({})",
+                    humantime::format_duration(timeout),
+                    phase.name()
+                ),
+            ))
+        }
+    }
+}
 
 /// Sends over SMTP with TLS as configured.
 pub struct SmtpMailer {
@@ -89,15 +124,7 @@ impl SmtpMailer {
         let Some(permit) = self.pool.permit().await else {
             return Err(Failure::local("the mailer is shutting down"));
         };
-        let result = match tokio::time::timeout(self.config.timeout, self.transaction(out, permit)).await {
-            Ok(r) => r,
-            Err(_) => Err(Failure::new(
-                ErrorClass::Timeout,
-                Some(Phase::Connect),
-                format!("no complete answer within {}", humantime::format_duration(self.config.timeout)),
-            )
-            .with_hint("the server is slow or unreachable; cronmail will try again. Raise `timeout` if this server is always slow")),
-        };
+        let result = bounded(self.config.timeout, self.transaction(out, permit)).await;
         result
             .map(|response| Delivered {
                 code: u16::from(response.code()),
@@ -152,6 +179,7 @@ impl SmtpMailer {
     /// Connects and secures (STARTTLS or implicit TLS, and the pin), without logging in.
     pub(super) async fn connect(&self) -> Result<AsyncSmtpConnection, Failure> {
         let cfg = &self.config;
+        entering(Phase::Connect);
         // Our own socket, for TCP_NODELAY: lettre writes a message's final "\r\n.\r\n"
         // on its own, and with Nagle's algorithm that small write waits for the
         // server's delayed ACK, 40 ms per message on Linux.
@@ -179,6 +207,7 @@ impl SmtpMailer {
             let name = rustls::pki_types::ServerName::try_from(cfg.host.clone()).map_err(|e| {
                 Failure::local(format!("`{}` is not a valid host name: {e}", cfg.host))
             })?;
+            entering(Phase::Tls);
             let tls = tokio_rustls::TlsConnector::from(Arc::clone(&self.implicit))
                 .connect(name, tcp)
                 .await
@@ -187,6 +216,7 @@ impl SmtpMailer {
         } else {
             Box::new(tcp)
         };
+        entering(Phase::Greeting);
         let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
             .await
             .map_err(|e| classify(Phase::Connect, &e))?;
@@ -201,6 +231,7 @@ impl SmtpMailer {
                     "the server did not offer STARTTLS, and `tls = \"starttls\"` requires it; nothing was sent",
                 ));
             }
+            entering(Phase::Starttls);
             conn.starttls(self.starttls.clone(), &self.hello)
                 .await
                 .map_err(|e| classify(Phase::Starttls, &e))?;
@@ -263,14 +294,17 @@ impl SmtpMailer {
         if !out.bytes.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
+        entering(Phase::Mail);
         conn.command(Mail::new(envelope.from().cloned(), options))
             .await
             .map_err(|e| classify(Phase::Mail, &e))?;
+        entering(Phase::Rcpt);
         for rcpt in envelope.to() {
             conn.command(Rcpt::new(rcpt.clone(), vec![]))
                 .await
                 .map_err(|e| classify(Phase::Rcpt, &e))?;
         }
+        entering(Phase::Data);
         conn.command(Data)
             .await
             .map_err(|e| classify(Phase::Data, &e))?;

@@ -355,8 +355,14 @@ fn write_fixture() {
     l.sent(&key("weekly-report", 0), "250 2.0.0 OK", t(1))
         .unwrap();
     l.start_attempt(&key("weekly-report", 60), t(60)).unwrap();
-    l.retry_later(&key("weekly-report", 60), "transient", "451 later", t(90), t(61))
-        .unwrap();
+    l.retry_later(
+        &key("weekly-report", 60),
+        "transient",
+        "451 later",
+        t(90),
+        t(61),
+    )
+    .unwrap();
     drop(l);
     // A single file: fold the WAL in.
     let c = rusqlite::Connection::open(&path).unwrap();

@@ -221,6 +221,9 @@ def main():
             return "250 OK"
 
         async def handle_DATA(self, server, session, envelope):
+            # Seconds to stall after the whole message arrived, before the reply.
+            if spec.get("data_sleep"):
+                await asyncio.sleep(spec["data_sleep"])
             if data_replies:
                 return data_replies.pop(0)
             counter["msg"] += 1
