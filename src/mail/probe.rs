@@ -70,7 +70,7 @@ impl SmtpMailer {
                 auth,
             })
         };
-        super::smtp::bounded(cfg.timeout, work)
+        super::smtp::bounded(cfg.timeout, Box::pin(work))
             .await
             .map_err(|e| self.hinted(e))
     }

@@ -38,21 +38,20 @@ pub(super) async fn bounded<T>(
     work: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
     let progress = Arc::new(AtomicU8::new(Phase::Connect.index()));
-    match tokio::time::timeout(timeout, PROGRESS.scope(Arc::clone(&progress), work)).await {
-        Ok(r) => r,
-        Err(_) => {
-            let phase = Phase::from_index(progress.load(Ordering::Relaxed));
-            Err(Failure::new(
-                ErrorClass::Timeout,
-                Some(phase),
-                format!(
-                    "no answer within {} ({})",
-                    humantime::format_duration(timeout),
-                    phase.name()
-                ),
-            ))
-        }
+    if let Ok(r) = tokio::time::timeout(timeout, PROGRESS.scope(Arc::clone(&progress), work)).await
+    {
+        return r;
     }
+    let phase = Phase::from_index(progress.load(Ordering::Relaxed));
+    Err(Failure::new(
+        ErrorClass::Timeout,
+        Some(phase),
+        format!(
+            "no answer within {} ({})",
+            humantime::format_duration(timeout),
+            phase.name()
+        ),
+    ))
 }
 
 /// Sends over SMTP with TLS as configured.
@@ -124,7 +123,8 @@ impl SmtpMailer {
         let Some(permit) = self.pool.permit().await else {
             return Err(Failure::local("the mailer is shutting down"));
         };
-        let result = bounded(self.config.timeout, self.transaction(out, permit)).await;
+        // Boxed: a transaction's future is tens of kilobytes (TLS state), too much to move.
+        let result = bounded(self.config.timeout, Box::pin(self.transaction(out, permit))).await;
         result
             .map(|response| Delivered {
                 code: u16::from(response.code()),
