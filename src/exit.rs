@@ -60,7 +60,7 @@ impl From<ErrorClass> for Exit {
         match class {
             ErrorClass::Auth => Exit::NoPerm,
             ErrorClass::Tls | ErrorClass::Connect => Exit::Unavailable,
-            ErrorClass::Timeout | ErrorClass::Transient => Exit::TempFail,
+            ErrorClass::Timeout | ErrorClass::Transient | ErrorClass::Quota => Exit::TempFail,
             ErrorClass::Permanent => Exit::Rejected,
             ErrorClass::Local => Exit::Io,
         }

@@ -20,6 +20,10 @@ pub enum ErrorClass {
     Connect,
     /// The whole transaction took longer than `timeout`.
     Timeout,
+    /// A sending or login limit of the account (Gmail's daily limit, Microsoft's
+    /// recipient quota, Google's "too many login attempts"): the account is held and its
+    /// occurrences wait, with backoff, until `retry_for`.
+    Quota,
     /// A 4xx reply: try again later.
     Transient,
     /// A 5xx reply: the server will not take this message.
@@ -35,6 +39,7 @@ impl ErrorClass {
             ErrorClass::Tls => "tls",
             ErrorClass::Connect => "connect",
             ErrorClass::Timeout => "timeout",
+            ErrorClass::Quota => "quota",
             ErrorClass::Transient => "transient",
             ErrorClass::Permanent => "permanent",
             ErrorClass::Local => "local",

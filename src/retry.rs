@@ -61,6 +61,8 @@ pub struct Hold {
     pub until: DateTime<Utc>,
     /// Failures in a row, for the backoff.
     pub level: u32,
+    /// `Auth` or `Quota`: what the account is held for.
+    pub class: ErrorClass,
 }
 
 /// What to do after a failed attempt, and the account's hold after it.
@@ -71,9 +73,15 @@ pub struct Decision {
     pub hold: Option<Hold>,
 }
 
+/// Whether a failure of this class holds the whole account: a wrong credential or a
+/// limit reached is the account's, not the message's.
+pub fn holds_account(class: ErrorClass) -> bool {
+    matches!(class, ErrorClass::Auth | ErrorClass::Quota)
+}
+
 /// Decides after attempt number `attempts` failed with `class`, with the account's
-/// current `hold`. An authentication failure holds the whole account: one failed login,
-/// not one per occurrence, and the occurrence waits for the hold's end.
+/// current `hold`. An authentication failure or a limit holds the whole account: one
+/// failed attempt, not one per occurrence, and the occurrence waits for the hold's end.
 pub fn decide(
     class: ErrorClass,
     attempts: u32,
@@ -83,12 +91,16 @@ pub fn decide(
     hold: Option<Hold>,
     draw: f64,
 ) -> Decision {
-    if class == ErrorClass::Auth {
+    if holds_account(class) {
         let level = hold.map_or(0, |h| h.level) + 1;
         let until = now + chrono::Duration::from_std(backoff(d, level, draw)).unwrap_or_default();
         return Decision {
             next: expire_or(until, occurrence, d),
-            hold: Some(Hold { until, level }),
+            hold: Some(Hold {
+                until,
+                level,
+                class,
+            }),
         };
     }
     Decision {

@@ -50,7 +50,8 @@ fn read_limited(path: &Path) -> Result<String, String> {
             what: "a folder", ..
         } => "is a directory; expected a jobs.toml file".to_owned(),
         crate::files::FileError::TooLarge { .. } => format!(
-            "the file is larger than the limit of {} bytes (about 2.5 million jobs)",
+            "the file is {} bytes, more than the limit of {} (about 2.5 million jobs)",
+            crate::files::group(std::fs::metadata(path).map_or(0, |m| m.len())),
             crate::files::group(MAX_FILE_BYTES)
         ),
         other => format!("cannot read the configuration: {other}"),

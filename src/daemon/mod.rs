@@ -10,6 +10,7 @@
 //! `attempt` (one send as a task), `recorder` (the one way to the ledger, with group
 //! commit), `signals`, `notify`.
 
+mod account;
 mod attempt;
 mod notify;
 mod recorder;

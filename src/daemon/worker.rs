@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{Instrument, error, info, info_span, warn};
 
+use super::account::{Account, Admit};
 use super::attempt::{Attempt, Done};
 use super::recorder::Recorder;
 use super::timer_loop::{MAX_SLEEP, TimerEvent};
@@ -22,7 +23,7 @@ use crate::config::{Job, LedgerConfig};
 use crate::deliver::{self, Loaded, local, utc};
 use crate::ledger::{Key, Record, State};
 use crate::message;
-use crate::retry::{self, Hold, Next};
+use crate::retry::{self, Next};
 
 /// A fire handed off later than this after its instant gets its own log line.
 const LATE_NOTICE: Duration = Duration::from_secs(1);
@@ -48,9 +49,8 @@ pub(super) struct Worker {
     clock: Arc<dyn Clock>,
     retries: BinaryHeap<Reverse<(DateTime<Utc>, Key)>>,
     inflight: JoinSet<Done>,
-    hold: Option<Hold>,
-    /// Occurrences already logged as held, so each is logged once.
-    held_logged: HashSet<Key>,
+    /// The account's login and hold: one attempt at a time until a send worked.
+    account: Account,
     /// Occurrences with an attempt running here: never started twice at once.
     running: HashSet<Key>,
     /// Fired occurrences whose claim the ledger could not record (it was unreachable):
@@ -71,8 +71,7 @@ impl Worker {
             clock,
             retries: BinaryHeap::new(),
             inflight: JoinSet::new(),
-            hold: None,
-            held_logged: HashSet::new(),
+            account: Account::default(),
             running: HashSet::new(),
             unclaimed: Vec::new(),
             unrecorded: Vec::new(),
@@ -328,11 +327,13 @@ impl Worker {
             match msg {
                 Msg::Reload(loaded) => {
                     self.current = loaded;
-                    if self.hold.take().is_some() {
-                        info!(
-                            "configuration reloaded: resuming the sends held after an authentication failure"
-                        );
-                        self.release_held(now);
+                    let (released, held, waiting) = self.account.reloaded();
+                    if released {
+                        info!("configuration reloaded: resuming the held sends, one attempt first");
+                    }
+                    self.release_held(now, &held);
+                    for key in waiting {
+                        self.retries.push(Reverse((now, key)));
                     }
                 }
                 Msg::Timer(TimerEvent::Fire(f)) => {
@@ -386,17 +387,16 @@ impl Worker {
     }
 
     /// Moves every held occurrence to "now".
-    fn release_held(&mut self, now: DateTime<Utc>) {
+    fn release_held(&mut self, now: DateTime<Utc>, held: &HashSet<Key>) {
+        if held.is_empty() {
+            return;
+        }
         let all: Vec<_> = std::mem::take(&mut self.retries)
             .into_iter()
             .map(|Reverse((t, k))| (t, k))
             .collect();
         for (t, key) in all {
-            let at = if self.held_logged.remove(&key) {
-                now
-            } else {
-                t
-            };
+            let at = if held.contains(&key) { now } else { t };
             self.retries.push(Reverse((at, key)));
         }
     }
@@ -419,27 +419,22 @@ impl Worker {
         }
     }
 
-    /// Starts an attempt, or holds it while authentication is failing.
+    /// Starts an attempt, unless the account is held or a probe is out.
     fn start(&mut self, key: Key) {
         let now = self.clock.now();
         let Some(job) = self.job(&key) else {
             return;
         };
-        if let Some(hold) = &self.hold
-            && now < hold.until
-        {
-            if self.held_logged.insert(key.clone()) {
-                error!(
-                    job = %job.name,
-                    occurrence = %utc(key.scheduled_at),
-                    local = %local(&job, key.scheduled_at),
-                    class = "auth",
-                    until = %utc(hold.until),
-                    "held: sends are paused after an authentication failure; they resume after a reload with new credentials or at `until`"
-                );
-            }
-            self.retries.push(Reverse((hold.until, key)));
+        if self.running.contains(&key) {
             return;
+        }
+        match self.account.admit(&key, &job, now) {
+            Admit::Start => {}
+            Admit::Later(at) => {
+                self.retries.push(Reverse((at, key)));
+                return;
+            }
+            Admit::Wait => return,
         }
         if !self.running.insert(key.clone()) {
             return;
@@ -470,6 +465,9 @@ impl Worker {
         if elsewhere {
             self.running.remove(&key);
             tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
+            for k in self.account.abandoned(&key) {
+                self.start(k);
+            }
             return;
         }
         let line = deliver::LogContext {
@@ -489,9 +487,8 @@ impl Worker {
                     return;
                 }
                 self.running.remove(&key);
-                self.held_logged.remove(&key);
-                if let Some(h) = &mut self.hold {
-                    h.level = 0;
+                for k in self.account.succeeded(&key) {
+                    self.start(k);
                 }
                 return;
             }
@@ -501,6 +498,9 @@ impl Worker {
         let (message_id, err) = err;
         if self.job(&key).is_none() {
             warn!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: the job was removed from jobs.toml while this attempt ran; recorded as skipped");
+            for k in self.account.abandoned(&key) {
+                self.start(k);
+            }
             self.give_up_removed(key).await;
             return;
         }
@@ -512,12 +512,11 @@ impl Worker {
             key.scheduled_at,
             now,
             &delivery,
-            self.hold,
+            self.account.hold(),
             fastrand::f64(),
         );
-        if let Some(hold) = decision.hold {
-            self.hold = Some(hold);
-            self.held_logged.insert(key.clone());
+        for (at, k) in self.account.failed(&key, &decision, now) {
+            self.retries.push(Reverse((at, k)));
         }
         let then = retry::then(decision.next, &delivery);
         deliver::log_outcome(&line, Err((message_id.as_deref(), &err)), &then);

@@ -24,14 +24,10 @@ pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
              port 465 needs `tls = \"implicit\"` and port 587 `tls = \"starttls\"`. cronmail will retry",
             cfg.host, cfg.port
         )),
+        ErrorClass::Quota => Some(quota_hint(&has, provider)),
         ErrorClass::Transient => {
             if has("4.5.3") && has("sender thread limit") || has("432 4.3.2") {
                 Some("Microsoft 365 allows at most 3 concurrent connections per mailbox; lower `max_connections`".to_owned())
-            } else if has("5.4.5") || has("daily user sending") {
-                Some(
-                    "the daily sending limit is reached; it resets over a rolling 24 hours"
-                        .to_owned(),
-                )
             } else {
                 Some("the server asked to try again later; cronmail will retry".to_owned())
             }
@@ -80,12 +76,6 @@ fn auth_hint(
         return format!(
             "Google wants a sign-in in a web browser first: sign in at https://mail.google.com once, \
              then use an App Password or XOAUTH2{credential}"
-        );
-    }
-    if code == Some(454) && has("Too many login attempts") {
-        return format!(
-            "Google is rate-limiting logins; wait before trying again. Many logins in a row come from \
-             reconnecting per message or from a wrong password retried{credential}"
         );
     }
     if has("5.7.139") && has("SmtpClientAuthentication is disabled") {
@@ -184,6 +174,32 @@ fn xoauth2_hint(
         "the server refused the OAuth2 token: {freshness} issued for another account than `username`, or lacks the scope \
          (https://mail.google.com/ for Gmail; https://outlook.office.com/SMTP.Send for Microsoft){mailbox}{credential}"
     )
+}
+
+/// An account's limit: which one, when it resets, and what cronmail does meanwhile.
+fn quota_hint(has: &dyn Fn(&str) -> bool, provider: Option<Provider>) -> String {
+    let then = "cronmail holds this account's sends (nothing is lost) and tries again with backoff, \
+                one attempt first, until `retry_for`";
+    if has("too many login attempts") {
+        return format!(
+            "Google is rate-limiting logins to this account: wait before trying again. Many logins in \
+             a row come from a wrong password retried, or from reconnecting per message; {then}"
+        );
+    }
+    if has("SubmissionQuotaExceeded") || has("5.1.90") {
+        return format!(
+            "the Microsoft 365 mailbox reached its limit of 10,000 recipients a day, counted over a \
+             rolling 24 hours; {then}"
+        );
+    }
+    let limit = if provider == Some(Provider::Gmail) || has("gsmtp") {
+        "Gmail's daily sending limit (about 500 recipients a day for a personal account, 2,000 \
+         messages for Google Workspace), counted over a rolling 24 hours: it resets 24 hours after \
+         the earlier sends"
+    } else {
+        "the account's daily sending limit; most providers count a rolling 24 hours"
+    };
+    format!("the account reached {limit}; {then}")
 }
 
 /// A timeout, by the phase it interrupted.
@@ -286,9 +302,6 @@ fn permanent_hint(err: &Failure, has: &dyn Fn(&str) -> bool) -> String {
         return "the server does not let this account send as the `from` address; use the account's own \
                 address or an alias it may send as"
             .to_owned();
-    }
-    if has("5.4.5") || has("SubmissionQuotaExceeded") || has("5.1.90") {
-        return "the account's daily sending limit is reached".to_owned();
     }
     match err.phase {
         Some(Phase::Rcpt) => {

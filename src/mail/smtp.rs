@@ -345,6 +345,7 @@ pub(super) fn classify(phase: Phase, e: &lettre::transport::smtp::Error) -> Fail
             .unwrap_or_default()
     });
     let class = match (phase, code) {
+        (_, Some(c)) if is_quota(c, reply.as_deref().unwrap_or("")) => ErrorClass::Quota,
         (Phase::Auth, _) => ErrorClass::Auth,
         (Phase::Starttls, _) => ErrorClass::Tls,
         // 530 5.7.0 Authentication required (and Microsoft's 5.7.57): credentials are
@@ -375,6 +376,19 @@ pub(super) fn classify(phase: Phase, e: &lettre::transport::smtp::Error) -> Fail
         detail,
         hint: None,
     }
+}
+
+/// A reply that says an account's limit is reached, not that the message or the login
+/// is wrong (`shared/providers.md`, section 6): matched on code, enhanced code and a
+/// stable phrase, never on the whole line.
+pub(super) fn is_quota(code: u16, reply: &str) -> bool {
+    let r = reply.to_ascii_lowercase();
+    let has = |s: &str| r.contains(&s.to_ascii_lowercase());
+    (has("5.4.5") && (has("daily user sending") || has("sending quota") || has("sending limit")))
+        || has("SubmissionQuotaExceeded")
+        || has("5.1.90")
+        || (code == 454 && has("4.7.0") && has("too many login attempts"))
+        || has("exceeded your daily sending limit")
 }
 
 /// A reply's lines joined with a space, as one log field.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use cronmail::ledger::Ledger as _;
+
 use crate::support::*;
 
 const QUICK: Duration = Duration::from_secs(20);
@@ -229,4 +231,133 @@ async fn history_keeps_the_reply_code_of_a_refused_recipient() {
         "{}",
         stdout(&out)
     );
+}
+
+const GMAIL_535: &str = "535-5.7.8 Username and Password not accepted. For more information, go to\r\n\
+535 5.7.8  https://support.google.com/mail/?p=BadCredentials x - gsmtp";
+
+const GMAIL_LIMIT: &str = "550-5.4.5 Daily user sending limit exceeded. For more information on Gmail\r\n\
+550-5.4.5 sending limits go to\r\n\
+550 5.4.5  https://support.google.com/a/answer/166852 x - gsmtp";
+
+fn utc(s: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+}
+
+/// In UTC, state in `state/`, `[smtp]` for `server` with the password in a file.
+fn in_process(server: &SmtpServer, pki: &Pki, password: &str, jobs: JobsToml) -> ConfigDir {
+    let cfg = jobs
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_file = \"pw\"")
+        .section("[delivery]\nretry_min = \"30s\"\nretry_max = \"2m\"")
+        .write();
+    std::fs::write(cfg.dir.path().join("pw"), password).unwrap();
+    cfg
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_account_is_tested_by_one_login_per_backoff_step_never_a_burst() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", "right")
+        .set("auth_fail_reply", GMAIL_535)
+        .start();
+    // Four jobs a minute for five minutes: 20 occurrences, four of them due at once.
+    let mut jobs = JobsToml::new();
+    for name in ["a", "b", "c", "d"] {
+        jobs = jobs.every(name, "* * * * *", "");
+    }
+    let cfg = in_process(&server, &pki, "wrong", jobs);
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T10:00:30Z"));
+    let auths = || server.commands().iter().filter(|c| *c == "AUTH").count();
+    let mut per_second = Vec::new();
+    let mut before = 0;
+    for _ in 0..(5 * 60 + 60) {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = auths();
+        per_second.push(now - before);
+        before = now;
+    }
+    assert!(
+        per_second.iter().all(|n| *n <= 1),
+        "two logins within one second: {per_second:?}"
+    );
+    // One login per backoff step: each at least `retry_min` (30 s) after the last.
+    let total = auths();
+    let at: Vec<usize> = (0..per_second.len())
+        .filter(|&i| per_second[i] > 0)
+        .collect();
+    eprintln!("{total} failed logins in six minutes, at seconds {at:?}");
+    assert!(total >= 2, "the hold's end was never tested: {at:?}");
+    assert!(
+        at.windows(2).all(|w| w[1] - w[0] >= 30),
+        "two logins within one backoff step: {at:?}"
+    );
+    assert!(server.messages().is_empty());
+    let pending = ledger(&cfg.dir.path().join("state"))
+        .unfinished()
+        .unwrap()
+        .len();
+    assert_eq!(pending, 24, "every occurrence waits, none is lost");
+    daemon.stop().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_daily_limit_is_class_quota_held_and_sent_later_not_failed() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", "right")
+        .set("data_replies", serde_json::json!([GMAIL_LIMIT]))
+        .start();
+    let cfg = in_process(
+        &server,
+        &pki,
+        "right",
+        JobsToml::new().every("daily", "0 9 * * *", ""),
+    );
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T08:59:59Z"));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let key = cronmail::ledger::Key::new("daily", utc("2026-03-02T09:00:00Z"));
+    let rec = ledger(&cfg.dir.path().join("state"))
+        .get(&key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, cronmail::ledger::State::Pending, "{rec:?}");
+    assert_eq!(rec.last_error_class.as_deref(), Some("quota"));
+    assert!(rec.last_reply.unwrap().starts_with("550 5.4.5"));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let rec = ledger(&cfg.dir.path().join("state"))
+        .get(&key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.state, cronmail::ledger::State::Sent);
+    assert_eq!(server.messages().len(), 1);
+    daemon.stop().await.unwrap();
+}
+
+#[test]
+fn too_many_login_attempts_is_a_limit_not_bad_credentials() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", "right")
+        .set(
+            "auth_fail_reply",
+            "454 4.7.0 Too many login attempts, please try again later. x - gsmtp",
+        )
+        .start();
+    let cfg = JobsToml::new()
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_env = \"PW\"")
+        .job(JOB)
+        .write();
+    for args in [&["check", "--smtp"][..], &["send", "weekly"][..]] {
+        let out = cronmail_within(&cfg.path, args, &[("PW", "wrong")], QUICK);
+        assert_eq!(out.status.code(), Some(75), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        assert!(err.contains("(quota)"), "{args:?}: {err}");
+        assert!(err.contains("rate-limiting logins"), "{args:?}: {err}");
+        assert!(!err.contains("App Password"), "{args:?}: {err}");
+    }
 }
