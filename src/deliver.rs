@@ -149,6 +149,9 @@ pub struct LogContext<'a> {
     pub attempt: u32,
     pub transport: &'a dyn Transport,
     pub elapsed: Duration,
+    /// How late the fire was handed off, when more than a second, and whether it was a
+    /// missed occurrence sent by the catch-up policy.
+    pub late: Option<(Duration, bool)>,
 }
 
 /// The one place that logs an attempt's outcome: INFO `sent` with the server's reply,
@@ -160,6 +163,10 @@ pub fn log_outcome(
     then: &str,
 ) {
     let elapsed_ms = u64::try_from(a.elapsed.as_millis()).unwrap_or(u64::MAX);
+    let late_ms = a
+        .late
+        .map(|(l, _)| u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+    let caught_up = a.late.map(|(_, c)| c);
     match outcome {
         Ok(sent) => info!(
             job = %a.job.name,
@@ -171,6 +178,8 @@ pub fn log_outcome(
             smtp_code = sent.delivered.code,
             reply = %sent.delivered.reply,
             elapsed_ms,
+            late_ms,
+            caught_up,
             "sent"
         ),
         Err((message_id, DeliverError::Send(e))) => error!(

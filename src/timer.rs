@@ -2,9 +2,15 @@
 //! missed-run policy. Pure: `now` is an argument, nothing here sleeps or spawns.
 //!
 //! The daemon's loop sleeps until `next_deadline()` (capped, see `daemon::MAX_SLEEP`),
-//! then asks `due(now)`. An occurrence at most `ON_TIME` late fires normally. One later
-//! than that was missed (the machine was suspended or cronmail was down), and the job's
-//! `catch_up` policy decides whether it is sent or skipped.
+//! then asks `due(now)`. Only the **newest** due occurrence of a job may be on time (at
+//! most `ON_TIME` late), and it fires normally. Every older one was missed (the machine
+//! was suspended, cronmail was down, the clock jumped), and so is a newest one later
+//! than `ON_TIME`: the job's `catch_up` policy decides whether it is sent or skipped.
+//!
+//! A catch-up costs a few schedule searches per job, not one step per missed
+//! occurrence: the newest due occurrence is found by an exponential search back from
+//! `now`, a stretch of skipped occurrences is reported as one range (`SkipRange`), and
+//! `all` walks only the window it can send, `max_late`.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,16 +20,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{CatchUp, Job};
+use crate::schedule::Schedule;
 
-/// Lateness below which an occurrence counts as on time. A burst of 10,000 jobs in one
-/// second, or a busy machine, makes fires late by milliseconds, not by a minute.
+/// Lateness below which the newest due occurrence counts as on time. A burst of 10,000
+/// jobs in one second, or a busy machine, makes fires late by milliseconds.
 pub const ON_TIME: Duration = Duration::from_secs(60);
 
-/// Most missed occurrences of one job examined in one catch-up, so a per-second job
-/// after a month offline cannot stall the loop. Older ones are skipped in bulk.
-pub const MAX_CATCH_UP: usize = 10_000;
-
-/// What to do with one occurrence.
+/// What to do with one occurrence, or a stretch of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Send it. `late` is how far behind its scheduled instant it is (zero-ish normally).
@@ -40,12 +43,13 @@ pub enum Decision {
         late: Duration,
         reason: SkipReason,
     },
-    /// This many older missed occurrences were skipped without being listed.
-    SkipMany {
+    /// Do not send any occurrence from `first` to `last` (both included, at least two):
+    /// one decision, however many there are (`count_between` counts them).
+    SkipRange {
         job: usize,
-        count: usize,
         first: DateTime<Utc>,
         last: DateTime<Utc>,
+        reason: SkipReason,
     },
 }
 
@@ -58,7 +62,6 @@ pub enum SkipReason {
     /// Later than `max_late`.
     TooLate,
 }
-
 impl SkipReason {
     pub fn describe(self) -> &'static str {
         match self {
@@ -67,6 +70,18 @@ impl SkipReason {
                 "missed, and catch_up = \"latest\" sends only the newest missed one"
             }
             SkipReason::TooLate => "missed by more than max_late",
+        }
+    }
+
+    /// The policy behind the skip, for the line that reports a stretch of them.
+    pub fn policy(self, job: &Job) -> String {
+        match self {
+            SkipReason::Policy => "catch_up = skip".to_owned(),
+            SkipReason::Superseded => "catch_up = latest sends only the newest".to_owned(),
+            SkipReason::TooLate => format!(
+                "missed by more than max_late = {}",
+                humantime::format_duration(job.max_late)
+            ),
         }
     }
 }
@@ -114,9 +129,10 @@ impl Timer {
 
     /// Pops every occurrence due at `now` and decides each one. Calls `out` in order.
     ///
-    /// On-time fires are handed to `out` before any next occurrence is computed, so in
-    /// a burst of thousands of jobs the first is not kept waiting for the last's cron
-    /// arithmetic.
+    /// A fire less than a second late is certainly its job's newest due occurrence (no
+    /// two occurrences are less than a second apart), so it is handed to `out` before
+    /// any next occurrence is computed: in a burst of thousands of jobs the first is not
+    /// kept waiting for the last's cron arithmetic.
     pub fn due(&mut self, now: DateTime<Utc>, mut out: impl FnMut(&Arc<Job>, Decision)) {
         let mut popped = Vec::new();
         loop {
@@ -127,7 +143,8 @@ impl Timer {
                 }
                 self.heap.pop();
                 let late = (now - t).to_std().unwrap_or_default();
-                if late <= ON_TIME {
+                let fast = late < Duration::from_secs(1);
+                if fast {
                     out(
                         &self.jobs[i],
                         Decision::Fire {
@@ -138,14 +155,14 @@ impl Timer {
                         },
                     );
                 }
-                popped.push((t, i, late));
+                popped.push((t, i, fast));
             }
             if popped.is_empty() {
                 return;
             }
-            for &(t, i, late) in &popped {
+            for &(t, i, fast) in &popped {
                 let job = &self.jobs[i];
-                let next = if late <= ON_TIME {
+                let next = if fast {
                     job.schedule.next_after(t)
                 } else {
                     catch_up(job, i, t, now, &mut |d| out(job, d))
@@ -158,8 +175,51 @@ impl Timer {
     }
 }
 
-/// Applies `job`'s policy to the occurrences from `first` up to `now`, all missed.
-/// Returns the first occurrence after `now`.
+/// The first occurrence at or after `t`.
+fn at_or_after(s: &Schedule, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    s.next_after(t - chrono::Duration::nanoseconds(1))
+}
+
+/// The last occurrence `o` with `floor <= o < x`, found by searching back from `x` in
+/// doubling steps: a few searches, however far back `floor` is.
+pub fn last_before(s: &Schedule, x: DateTime<Utc>, floor: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let mut back = chrono::Duration::seconds(1);
+    loop {
+        let from = (x - back).max(floor);
+        if let Some(mut c) = at_or_after(s, from).filter(|c| *c < x) {
+            while let Some(n) = s.next_after(c).filter(|n| *n < x) {
+                c = n;
+            }
+            return Some(c);
+        }
+        if from == floor {
+            return None;
+        }
+        back = back * 2;
+    }
+}
+
+/// How many occurrences lie in `[first, last]`, counted up to `cap` (`None` past it).
+pub fn count_between(
+    s: &Schedule,
+    first: DateTime<Utc>,
+    last: DateTime<Utc>,
+    cap: u64,
+) -> Option<u64> {
+    let mut n = 0;
+    let mut t = at_or_after(s, first);
+    while let Some(o) = t.filter(|o| *o <= last) {
+        n += 1;
+        if n > cap {
+            return None;
+        }
+        t = s.next_after(o);
+    }
+    Some(n)
+}
+
+/// Decides the occurrences of `job` from `first` (due, at least a second late) up to
+/// `now`, and returns its first occurrence after `now`.
 fn catch_up(
     job: &Job,
     i: usize,
@@ -167,52 +227,103 @@ fn catch_up(
     now: DateTime<Utc>,
     out: &mut impl FnMut(Decision),
 ) -> Option<DateTime<Utc>> {
-    // Collect the missed occurrences, keeping only the newest MAX_CATCH_UP.
-    let mut missed = std::collections::VecDeque::new();
-    let mut dropped: Option<(usize, DateTime<Utc>, DateTime<Utc>)> = None;
-    let mut t = Some(first);
-    while let Some(o) = t.filter(|o| *o <= now) {
-        if missed.len() == MAX_CATCH_UP {
-            let old = missed.pop_front().unwrap_or(o);
-            dropped = Some(match dropped {
-                None => (1, old, old),
-                Some((n, f, _)) => (n + 1, f, old),
+    let s = &job.schedule;
+    let after_first = s.next_after(first);
+    let newest = match after_first {
+        Some(n) if n <= now => {
+            last_before(s, now + chrono::Duration::nanoseconds(1), first).unwrap_or(first)
+        }
+        _ => first,
+    };
+    let late = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
+    let within = |t: DateTime<Utc>| late(t) <= job.max_late;
+    // The newest: on time, or missed and then up to the policy.
+    let newest_fires = late(newest) <= ON_TIME || (job.catch_up != CatchUp::Skip && within(newest));
+    let newest_reason = match job.catch_up {
+        _ if newest_fires => None,
+        CatchUp::Skip => Some(SkipReason::Policy),
+        _ => Some(SkipReason::TooLate),
+    };
+    // The older ones, [first, before newest]: all skipped, except, with `all`, those
+    // within `max_late`.
+    let older_last = (newest > first).then(|| last_before(s, newest, first).unwrap_or(first));
+    let mut fire_older = Vec::new();
+    let mut skipped: Option<(DateTime<Utc>, DateTime<Utc>, SkipReason)> = None;
+    if let Some(older_last) = older_last {
+        match job.catch_up {
+            CatchUp::Skip => skipped = Some((first, older_last, SkipReason::Policy)),
+            CatchUp::Latest => skipped = Some((first, older_last, SkipReason::Superseded)),
+            CatchUp::All => {
+                let window = now - chrono::Duration::from_std(job.max_late).unwrap_or_default();
+                let from = at_or_after(s, first.max(window)).filter(|t| *t <= older_last);
+                match from {
+                    None => skipped = Some((first, older_last, SkipReason::TooLate)),
+                    Some(from) => {
+                        if from > first {
+                            let before = last_before(s, from, first).unwrap_or(first);
+                            skipped = Some((first, before, SkipReason::TooLate));
+                        }
+                        let mut t = Some(from);
+                        while let Some(o) = t.filter(|o| *o <= older_last) {
+                            fire_older.push(o);
+                            t = s.next_after(o);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // A newest that is not sent joins the range before it: one decision, one record.
+    match (skipped, newest_reason) {
+        (Some((a, _, _)), Some(reason)) if fire_older.is_empty() => {
+            out(Decision::SkipRange {
+                job: i,
+                first: a,
+                last: newest,
+                reason,
             });
         }
-        missed.push_back(o);
-        t = job.schedule.next_after(o);
+        (skipped, newest_reason) => {
+            if let Some((a, b, reason)) = skipped {
+                out(if a == b {
+                    Decision::Skip {
+                        job: i,
+                        occurrence: a,
+                        late: late(a),
+                        reason,
+                    }
+                } else {
+                    Decision::SkipRange {
+                        job: i,
+                        first: a,
+                        last: b,
+                        reason,
+                    }
+                });
+            }
+            for o in fire_older {
+                out(Decision::Fire {
+                    job: i,
+                    occurrence: o,
+                    late: late(o),
+                    caught_up: true,
+                });
+            }
+            out(match newest_reason {
+                None => Decision::Fire {
+                    job: i,
+                    occurrence: newest,
+                    late: late(newest),
+                    caught_up: late(newest) > ON_TIME,
+                },
+                Some(reason) => Decision::Skip {
+                    job: i,
+                    occurrence: newest,
+                    late: late(newest),
+                    reason,
+                },
+            });
+        }
     }
-    if let Some((count, first, last)) = dropped {
-        out(Decision::SkipMany {
-            job: i,
-            count,
-            first,
-            last,
-        });
-    }
-    let newest = missed.len().saturating_sub(1);
-    for (k, o) in missed.into_iter().enumerate() {
-        let late = (now - o).to_std().unwrap_or_default();
-        let reason = match job.catch_up {
-            CatchUp::Skip => Some(SkipReason::Policy),
-            CatchUp::Latest if k != newest => Some(SkipReason::Superseded),
-            _ if late > job.max_late => Some(SkipReason::TooLate),
-            _ => None,
-        };
-        out(match reason {
-            Some(reason) => Decision::Skip {
-                job: i,
-                occurrence: o,
-                late,
-                reason,
-            },
-            None => Decision::Fire {
-                job: i,
-                occurrence: o,
-                late,
-                caught_up: true,
-            },
-        });
-    }
-    t
+    s.next_after(newest.max(now))
 }

@@ -48,6 +48,7 @@ pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
         attempt: 1,
         transport: &*loaded.transport,
         elapsed: started.elapsed(),
+        late: None,
     };
     match result {
         Ok(sent) => {

@@ -15,6 +15,7 @@ mod attempt;
 mod notify;
 mod recorder;
 mod signals;
+mod skips;
 mod timer_loop;
 mod worker;
 

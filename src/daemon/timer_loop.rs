@@ -66,6 +66,14 @@ pub enum TimerEvent {
         occurrence: DateTime<Utc>,
         reason: SkipReason,
     },
+    /// Missed occurrences from `first` to `last` that the policy drops, as one: the
+    /// worker counts them off the loop, logs one line and records one row.
+    SkipRange {
+        job: Arc<Job>,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        reason: SkipReason,
+    },
 }
 
 /// The timer loop alone: sleeps until the next occurrence, decides what is due, and
@@ -136,8 +144,8 @@ fn fire_due(timer: &mut Timer, clock: &dyn Clock, on: &mut impl FnMut(TimerEvent
             warn!(job = %job.name, occurrence = %utc(occurrence), late_s = late.as_secs(), reason = reason.describe(), "skipped");
             on(TimerEvent::Skip { job: Arc::clone(job), occurrence, reason });
         }
-        Decision::SkipMany { count, first, last, .. } => {
-            warn!(job = %job.name, count, first = %utc(first), last = %utc(last), "skipped many missed occurrences");
+        Decision::SkipRange { first, last, reason, .. } => {
+            on(TimerEvent::SkipRange { job: Arc::clone(job), first, last, reason });
         }
     });
 }

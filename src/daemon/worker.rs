@@ -24,6 +24,7 @@ use crate::deliver::{self, Loaded, local, utc};
 use crate::ledger::{Key, Record, State};
 use crate::message;
 use crate::retry::{self, Next};
+use crate::timer::SkipReason;
 
 /// A fire handed off later than this after its instant gets its own log line.
 const LATE_NOTICE: Duration = Duration::from_secs(1);
@@ -49,6 +50,10 @@ pub(super) struct Worker {
     clock: Arc<dyn Clock>,
     retries: BinaryHeap<Reverse<(DateTime<Utc>, Key)>>,
     inflight: JoinSet<Done>,
+    /// Fires handed off late, for their `sent` line: lateness, and whether caught up.
+    late: std::collections::HashMap<Key, (Duration, bool)>,
+    /// Skipped stretches being counted and recorded.
+    background: JoinSet<()>,
     /// The account's login and hold: one attempt at a time until a send worked.
     account: Account,
     /// Occurrences with an attempt running here: never started twice at once.
@@ -71,6 +76,8 @@ impl Worker {
             clock,
             retries: BinaryHeap::new(),
             inflight: JoinSet::new(),
+            late: std::collections::HashMap::new(),
+            background: JoinSet::new(),
             account: Account::default(),
             running: HashSet::new(),
             unclaimed: Vec::new(),
@@ -102,6 +109,7 @@ impl Worker {
                     }
                     self.handle(batch).await;
                 }
+                Some(_) = self.background.join_next(), if !self.background.is_empty() => {}
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
                     Ok(done) => self.finish(done).await,
                     Err(e) => error!(error = %e, "a delivery task failed"),
@@ -142,6 +150,10 @@ impl Worker {
                 }
             }
         }
+        while tokio::time::timeout_at(deadline, self.background.join_next())
+            .await
+            .is_ok_and(|r| r.is_some())
+        {}
         self.current.transport.close().await;
     }
 
@@ -249,6 +261,8 @@ impl Worker {
                 for (key, new) in keys.into_iter().zip(fresh) {
                     if new {
                         self.start(key);
+                    } else {
+                        self.late.remove(&key);
                     }
                 }
             }
@@ -322,7 +336,7 @@ impl Worker {
     async fn handle(&mut self, batch: Vec<Msg>) {
         let now = self.clock.now();
         let mut claims: Vec<Claim> = Vec::new();
-        let mut skips: Vec<(Key, String, &'static str)> = Vec::new();
+        let mut skips: Vec<(Key, String, String)> = Vec::new();
         for msg in batch {
             match msg {
                 Msg::Reload(loaded) => {
@@ -339,12 +353,11 @@ impl Worker {
                 Msg::Timer(TimerEvent::Fire(f)) => {
                     let job = &f.job;
                     let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
-                    if f.caught_up {
-                        info!(job = %job.name, occurrence = %utc(f.occurrence), local = %local(job, f.occurrence), late_s = late.as_secs(), "sending a missed occurrence late (catch_up)");
-                    } else if late > LATE_NOTICE {
-                        info!(job = %job.name, occurrence = %utc(f.occurrence), local = %local(job, f.occurrence), late_ms = u64::try_from(late.as_millis()).unwrap_or(u64::MAX), "sending late (cronmail was not running, or the machine was busy)");
-                    }
                     let key = Key::new(Arc::clone(&job.name), f.occurrence);
+                    // Said on the `sent` line (`late_ms`, `caught_up`), not a line of its own.
+                    if f.caught_up || late > LATE_NOTICE {
+                        self.late.insert(key.clone(), (late, f.caught_up));
+                    }
                     claims.push((key, message::message_id(job, f.occurrence)));
                 }
                 Msg::Timer(TimerEvent::Skip {
@@ -356,9 +369,15 @@ impl Worker {
                     skips.push((
                         key,
                         message::message_id(&job, occurrence),
-                        reason.describe(),
+                        reason.describe().to_owned(),
                     ));
                 }
+                Msg::Timer(TimerEvent::SkipRange {
+                    job,
+                    first,
+                    last,
+                    reason,
+                }) => self.skip_range(job, first, last, reason),
             }
         }
         if !skips.is_empty() {
@@ -384,6 +403,22 @@ impl Worker {
             return;
         }
         self.claim(claims).await;
+    }
+
+    /// A stretch of skipped occurrences, recorded in the background (`skips`): fires
+    /// meanwhile go ahead.
+    fn skip_range(
+        &mut self,
+        job: Arc<Job>,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+        reason: SkipReason,
+    ) {
+        let recorder = self.recorder.clone();
+        let now = self.clock.now();
+        self.background.spawn(super::skips::record_range(
+            recorder, job, first, last, reason, now,
+        ));
     }
 
     /// Moves every held occurrence to "now".
@@ -463,6 +498,7 @@ impl Worker {
             unrecorded,
         } = done;
         if elsewhere {
+            self.late.remove(&key);
             self.running.remove(&key);
             tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
             for k in self.account.abandoned(&key) {
@@ -476,6 +512,7 @@ impl Worker {
             attempt,
             transport: &*self.current.transport,
             elapsed: started.elapsed(),
+            late: self.late.remove(&key),
         };
         let err = match result {
             Ok(sent) => {

@@ -361,3 +361,48 @@ fn too_many_login_attempts_is_a_limit_not_bad_credentials() {
         assert!(!err.contains("App Password"), "{args:?}: {err}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_three_hour_clock_jump_sixty_every_second_jobs_resume_at_once() {
+    let mut jobs = JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"");
+    for i in 0..60 {
+        jobs = jobs.every(&format!("j{i}"), "* * * * * *", "");
+    }
+    let cfg = jobs.outbox().write();
+    let clock = std::sync::Arc::new(JumpClock::at(utc("2026-03-02T10:00:00.5Z")));
+    let daemon = InProcess::start_with(&cfg, std::sync::Arc::clone(&clock));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    clock.jump(3 * 3600);
+    tokio::time::sleep(Duration::from_secs(20)).await; // the wall clock reads 13:00:30.5
+    daemon.stop().await.unwrap();
+
+    let rows = ledger(&cfg.dir.path().join("state"))
+        .history(None, 1_000_000)
+        .unwrap();
+    let jump = utc("2026-03-02T13:00:10Z");
+    for i in 0..60 {
+        let name = format!("j{i}");
+        let after: Vec<_> = rows
+            .iter()
+            .filter(|r| *r.key.job == *name && r.key.scheduled_at > utc("2026-03-02T10:00:10Z"))
+            .collect();
+        // One row for the three skipped hours, then one per second again from 13:00:10.
+        let skipped: Vec<_> = after
+            .iter()
+            .filter(|r| r.state == cronmail::ledger::State::Skipped)
+            .collect();
+        assert_eq!(skipped.len(), 1, "{name}: {skipped:?}");
+        let sent: Vec<_> = after
+            .iter()
+            .filter(|r| r.state == cronmail::ledger::State::Sent && r.key.scheduled_at >= jump)
+            .map(|r| r.key.scheduled_at)
+            .collect();
+        assert!(
+            sent.len() >= 19,
+            "{name}: regular sends did not resume: {sent:?}"
+        );
+        assert!(sent.iter().all(|t| *t <= utc("2026-03-02T13:00:31Z")));
+    }
+}

@@ -179,16 +179,40 @@ async fn catch_up_after_a_gap_sends_what_each_policy_says() {
     want.extend(["11:10", "11:20", "11:30", "11:40", "11:50", "12:00"].map(|t| format!("all {t}")));
     want.sort();
     assert_eq!(got, want);
-    let states = |job: &str, state: State| {
+    // 09:10 .. 12:00 is 18 occurrences; what was not sent is one skipped row per job,
+    // at the newest skipped instant, that says how many.
+    let skipped = |job: &str| -> Vec<(DateTime<Utc>, String)> {
         records(&cfg)
             .iter()
-            .filter(|r| &*r.key.job == job && r.state == state)
-            .count()
+            .filter(|r| &*r.key.job == job && r.state == State::Skipped)
+            .map(|r| {
+                (
+                    r.key.scheduled_at,
+                    r.final_reply.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
     };
-    // 09:10 .. 12:00 is 18 occurrences; what was not sent is recorded as skipped.
-    assert_eq!(states("latest", State::Skipped), 17);
-    assert_eq!(states("all", State::Skipped), 12);
-    assert_eq!(states("skip", State::Skipped), 18);
+    assert_eq!(
+        skipped("latest"),
+        [(
+            utc("2026-03-02T11:50:00Z"),
+            "skipped 17 occurrences of `latest` from 2026-03-02T09:10:00Z to 2026-03-02T11:50:00Z \
+             (catch_up = latest sends only the newest)"
+                .to_owned()
+        )]
+    );
+    assert_eq!(
+        skipped("all"),
+        [(
+            utc("2026-03-02T11:00:00Z"),
+            "skipped 12 occurrences of `all` from 2026-03-02T09:10:00Z to 2026-03-02T11:00:00Z \
+             (missed by more than max_late = 1h)"
+                .to_owned()
+        )]
+    );
+    assert_eq!(skipped("skip").len(), 1);
+    assert!(skipped("skip")[0].1.starts_with("skipped 18 occurrences"));
 
     // Then each job is back on its schedule.
     pass(5 * 60).await; // 12:10:02

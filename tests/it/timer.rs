@@ -262,21 +262,123 @@ fn restart_resumes_after_the_last_handled_occurrence() {
             (1, utc("2026-01-01T03:00:00Z"))
         ]
     );
-    let superseded = decisions
+    // The two older ones of `latest`, as one stretch; `all` skips none (max_late 6 h).
+    let skipped: Vec<_> = decisions
         .iter()
-        .filter(|d| {
-            matches!(
-                d,
-                Decision::Skip {
-                    job: 0,
-                    reason: SkipReason::Superseded,
-                    ..
-                }
-            )
-        })
-        .count();
-    assert_eq!(superseded, 2);
+        .filter(|d| !matches!(d, Decision::Fire { .. }))
+        .collect();
+    assert_eq!(
+        skipped,
+        [&Decision::SkipRange {
+            job: 0,
+            first: utc("2026-01-01T01:00:00Z"),
+            last: utc("2026-01-01T02:00:00Z"),
+            reason: SkipReason::Superseded
+        }]
+    );
     assert_eq!(timer.next_deadline(), Some(utc("2026-01-01T04:00:00Z")));
+}
+
+#[test]
+fn after_a_short_gap_only_the_newest_occurrence_is_on_time() {
+    // A job every 2 s, restarted after 9 s: four occurrences are due, each under a
+    // minute late. Only the newest counts as on time; `skip` sends that one alone.
+    let cfg = config(&format!(
+        "{}{}{}",
+        job("skip", "*/2 * * * * *", "catch_up = \"skip\""),
+        job("latest", "*/2 * * * * *", ""),
+        job("all", "*/2 * * * * *", "catch_up = \"all\""),
+    ));
+    let handled = HashMap::from([
+        ("skip".to_owned(), utc("2026-01-01T00:00:00Z")),
+        ("latest".to_owned(), utc("2026-01-01T00:00:00Z")),
+        ("all".to_owned(), utc("2026-01-01T00:00:00Z")),
+    ]);
+    let now = utc("2026-01-01T00:00:09Z");
+    let mut timer = Timer::new(cfg.jobs.clone(), now, &handled);
+    let mut decisions = Vec::new();
+    timer.due(now, |_, d| decisions.push(d));
+    let fires = |j: usize| -> Vec<DateTime<Utc>> {
+        decisions
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Fire {
+                    job, occurrence, ..
+                } if *job == j => Some(*occurrence),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(fires(0), [utc("2026-01-01T00:00:08Z")]);
+    assert_eq!(fires(1), [utc("2026-01-01T00:00:08Z")]);
+    assert_eq!(
+        fires(2),
+        ["02", "04", "06", "08"].map(|s| utc(&format!("2026-01-01T00:00:{s}Z")))
+    );
+    assert!(decisions.contains(&Decision::SkipRange {
+        job: 0,
+        first: utc("2026-01-01T00:00:02Z"),
+        last: utc("2026-01-01T00:00:06Z"),
+        reason: SkipReason::Policy
+    }));
+}
+
+#[test]
+fn a_week_of_missed_minutes_is_decided_in_a_few_searches_per_job() {
+    let cfg = config(&format!(
+        "{}{}{}",
+        job("skip", "* * * * *", "catch_up = \"skip\""),
+        job("latest", "* * * * *", ""),
+        job("all", "* * * * *", "catch_up = \"all\"\nmax_late = \"1h\""),
+    ));
+    let last = utc("2026-01-01T00:00:00Z");
+    let handled = HashMap::from([
+        ("skip".to_owned(), last),
+        ("latest".to_owned(), last),
+        ("all".to_owned(), last),
+    ]);
+    let now = utc("2026-01-08T00:00:30Z");
+    let mut timer = Timer::new(cfg.jobs.clone(), now, &handled);
+    let mut decisions = Vec::new();
+    timer.due(now, |_, d| decisions.push(d));
+    let of = |j: usize| {
+        decisions
+            .iter()
+            .filter(|d| match d {
+                Decision::Fire { job, .. }
+                | Decision::Skip { job, .. }
+                | Decision::SkipRange { job, .. } => *job == j,
+            })
+            .count()
+    };
+    // skip: the newest is on time (30 s late) and sent, the week before is one range.
+    assert_eq!(of(0), 2);
+    // latest: the same.
+    assert_eq!(of(1), 2);
+    // all: one range before the hour of max_late, then the 60 minutes within it.
+    assert_eq!(of(2), 1 + 60);
+    let range = decisions
+        .iter()
+        .find_map(|d| match d {
+            Decision::SkipRange {
+                job: 1,
+                first,
+                last,
+                ..
+            } => Some((*first, *last)),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        range,
+        (utc("2026-01-01T00:01:00Z"), utc("2026-01-07T23:59:00Z"))
+    );
+    let s = &cfg.jobs[1].schedule;
+    assert_eq!(
+        cronmail::timer::count_between(s, range.0, range.1, 1_000_000),
+        Some(10_079)
+    );
+    assert_eq!(timer.next_deadline(), Some(utc("2026-01-08T00:01:00Z")));
 }
 
 #[test]

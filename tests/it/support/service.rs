@@ -49,18 +49,52 @@ pub struct InProcess {
     events: mpsc::Sender<Control>,
     task: JoinHandle<Result<(), StartError>>,
     pub notices: Arc<Notices>,
-    clock: TokioClock,
+    clock: Arc<JumpClock>,
+}
+
+/// The wall clock on paused tokio time, which a test can also step, as NTP or a
+/// suspend/resume would.
+pub struct JumpClock {
+    inner: TokioClock,
+    jumped: std::sync::atomic::AtomicI64,
+}
+
+impl JumpClock {
+    pub fn at(at: DateTime<Utc>) -> Self {
+        JumpClock {
+            inner: TokioClock::starting_at(at),
+            jumped: std::sync::atomic::AtomicI64::new(0),
+        }
+    }
+
+    /// Steps the wall clock by `seconds` (negative: back).
+    pub fn jump(&self, seconds: i64) {
+        self.jumped
+            .fetch_add(seconds, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl cronmail::clock::Clock for JumpClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.now()
+            + chrono::Duration::seconds(self.jumped.load(std::sync::atomic::Ordering::SeqCst))
+    }
 }
 
 impl InProcess {
     /// Starts the daemon on `config` with the wall clock at `at` (paused time must be on).
     pub fn start(config: &ConfigDir, at: DateTime<Utc>) -> Self {
-        let clock = TokioClock::starting_at(at);
+        Self::start_with(config, Arc::new(JumpClock::at(at)))
+    }
+
+    /// Starts the daemon with `clock`, which a test may jump.
+    pub fn start_with(config: &ConfigDir, clock: Arc<JumpClock>) -> Self {
+        let at = clock.now();
         let notices = Arc::new(Notices::default());
         let service = Service {
             config: config.path.clone(),
             host: Host::fixed(at),
-            clock: Arc::new(clock),
+            clock: Arc::clone(&clock) as Arc<dyn cronmail::clock::Clock>,
             notify: Arc::clone(&notices) as Arc<dyn Notify>,
             transport: real_time_mailer(),
         };
