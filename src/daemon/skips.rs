@@ -19,14 +19,32 @@ use crate::timer::{SkipReason, count_between};
 /// Most occurrences of one skipped stretch counted (a per-second job for 11 days).
 const COUNT_CAP: u64 = 1_000_000;
 
-pub(super) async fn record_range(
-    recorder: Recorder,
-    job: Arc<Job>,
-    first: DateTime<Utc>,
-    last: DateTime<Utc>,
-    reason: SkipReason,
-    now: DateTime<Utc>,
-) {
+/// One stretch to count and record.
+pub(super) struct Stretch {
+    pub job: Arc<Job>,
+    pub first: DateTime<Utc>,
+    pub last: DateTime<Utc>,
+    pub reason: SkipReason,
+    pub now: DateTime<Utc>,
+}
+
+/// Counts and records stretches one at a time, in the order they came: a thousand
+/// jobs back after a week is ten million schedule steps, which must not take the
+/// cores from the sends that go out meanwhile.
+pub(super) async fn run(recorder: Recorder, mut rx: tokio::sync::mpsc::UnboundedReceiver<Stretch>) {
+    while let Some(s) = rx.recv().await {
+        record_range(&recorder, s).await;
+    }
+}
+
+async fn record_range(recorder: &Recorder, stretch: Stretch) {
+    let Stretch {
+        job,
+        first,
+        last,
+        reason,
+        now,
+    } = stretch;
     let schedule = job.schedule.clone();
     let count =
         tokio::task::spawn_blocking(move || count_between(&schedule, first, last, COUNT_CAP))

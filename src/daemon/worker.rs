@@ -52,8 +52,9 @@ pub(super) struct Worker {
     inflight: JoinSet<Done>,
     /// Fires handed off late, for their `sent` line: lateness, and whether caught up.
     late: std::collections::HashMap<Key, (Duration, bool)>,
-    /// Skipped stretches being counted and recorded.
+    /// The task that counts and records skipped stretches, one at a time.
     background: JoinSet<()>,
+    stretches: Option<mpsc::UnboundedSender<super::skips::Stretch>>,
     /// The account's login and hold: one attempt at a time until a send worked.
     account: Account,
     /// Occurrences with an attempt running here: never started twice at once.
@@ -78,6 +79,7 @@ impl Worker {
             inflight: JoinSet::new(),
             late: std::collections::HashMap::new(),
             background: JoinSet::new(),
+            stretches: None,
             account: Account::default(),
             running: HashSet::new(),
             unclaimed: Vec::new(),
@@ -150,6 +152,7 @@ impl Worker {
                 }
             }
         }
+        self.stretches = None;
         while tokio::time::timeout_at(deadline, self.background.join_next())
             .await
             .is_ok_and(|r| r.is_some())
@@ -414,11 +417,24 @@ impl Worker {
         last: DateTime<Utc>,
         reason: SkipReason,
     ) {
-        let recorder = self.recorder.clone();
         let now = self.clock.now();
-        self.background.spawn(super::skips::record_range(
-            recorder, job, first, last, reason, now,
-        ));
+        let tx = match &self.stretches {
+            Some(tx) => tx.clone(),
+            None => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                self.background
+                    .spawn(super::skips::run(self.recorder.clone(), rx));
+                self.stretches = Some(tx.clone());
+                tx
+            }
+        };
+        let _ = tx.send(super::skips::Stretch {
+            job,
+            first,
+            last,
+            reason,
+            now,
+        });
     }
 
     /// Moves every held occurrence to "now".
