@@ -418,15 +418,14 @@ impl Worker {
         reason: SkipReason,
     ) {
         let now = self.clock.now();
-        let tx = match &self.stretches {
-            Some(tx) => tx.clone(),
-            None => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                self.background
-                    .spawn(super::skips::run(self.recorder.clone(), rx));
-                self.stretches = Some(tx.clone());
-                tx
-            }
+        let tx = if let Some(tx) = &self.stretches {
+            tx.clone()
+        } else {
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.background
+                .spawn(super::skips::run(self.recorder.clone(), rx));
+            self.stretches = Some(tx.clone());
+            tx
         };
         let _ = tx.send(super::skips::Stretch {
             job,
