@@ -153,6 +153,10 @@ pub enum LedgerError {
     /// The ledger database's password could not be read.
     #[error("the ledger database password cannot be read: {0}")]
     Password(#[from] crate::secret::SecretError),
+    /// The ledger file was deleted or replaced while the daemon ran, and could not be
+    /// recreated (nothing is sent until it can record).
+    #[error("the ledger `{path}` was deleted or replaced, and recreating it failed ({error})")]
+    Gone { path: PathBuf, error: String },
     /// The ledger writer stopped (the daemon is shutting down).
     #[error("the ledger writer stopped")]
     Stopped,

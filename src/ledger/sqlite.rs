@@ -40,7 +40,9 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// The embedded ledger: `<state_dir>/ledger.sqlite3`.
 pub struct SqliteLedger {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    /// The connection, and the file it has open (device, inode): compared with the
+    /// path before each call, to notice a ledger deleted or replaced under us.
+    conn: Mutex<(Connection, (u64, u64))>,
     /// Held for the process's lifetime by `open_exclusive`; never read.
     lock: Option<File>,
 }
@@ -91,45 +93,14 @@ impl SqliteLedger {
     /// Opens the ledger file itself without the lock: for `status` and `history`, which
     /// read while a daemon runs, and for tests.
     pub fn open_at(path: &Path) -> Result<Self, LedgerError> {
-        let sql = |error| LedgerError::Sql {
+        let conn = connect(path)?;
+        let id = identity(path).map_err(|error| LedgerError::Dir {
             path: path.to_path_buf(),
             error,
-        };
-        let mut conn = Connection::open(path).map_err(sql)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql)?;
-        // Read the version and migrate under one write lock (BEGIN IMMEDIATE): two
-        // processes opening a new ledger at once (the daemon starting, `status`) must
-        // not both run the same migration.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(sql)?;
-        let version: i64 = tx
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(sql)?;
-        if version > SCHEMA_VERSION {
-            return Err(LedgerError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-                known: SCHEMA_VERSION,
-            });
-        }
-        for (i, step) in MIGRATIONS
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(version).unwrap_or(0))
-        {
-            tx.execute_batch(step).map_err(sql)?;
-            tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
-        }
-        tx.commit().map_err(sql)?;
+        })?;
         Ok(SqliteLedger {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn: Mutex::new((conn, id)),
             lock: None,
         })
     }
@@ -138,15 +109,106 @@ impl SqliteLedger {
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
     ) -> Result<T, LedgerError> {
-        let mut conn = self
+        let mut guard = self
             .conn
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut conn).map_err(|error| LedgerError::Sql {
+        if identity(&self.path).ok() != Some(guard.1) {
+            self.recreate(&mut guard)?;
+        }
+        f(&mut guard.0).map_err(|error| LedgerError::Sql {
             path: self.path.clone(),
             error,
         })
     }
+
+    /// The ledger file was deleted or replaced while we held it open: write what the
+    /// open connection still has (every row, the WAL included) to a new file at the
+    /// path, and go on with that. Nothing recorded is lost, pending retries included.
+    fn recreate(&self, guard: &mut (Connection, (u64, u64))) -> Result<(), LedgerError> {
+        let path = &self.path;
+        tracing::error!(
+            path = %path.display(),
+            "the ledger file was deleted or replaced while cronmail ran; recreating it from the open database"
+        );
+        let failed = |what: &str, detail: String| LedgerError::Gone {
+            path: path.clone(),
+            error: format!("{what}: {detail}"),
+        };
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        std::fs::create_dir_all(dir).map_err(|e| failed("creating its folder", e.to_string()))?;
+        let name = path
+            .file_name()
+            .map_or_else(Default::default, |n| n.to_string_lossy().into_owned());
+        let tmp = dir.join(format!(".{name}.recovered"));
+        let _ = std::fs::remove_file(&tmp);
+        guard
+            .0
+            .execute("VACUUM INTO ?1", [tmp.to_string_lossy()])
+            .map_err(|e| failed("copying the open database", e.to_string()))?;
+        // Close the old connection first: it checkpoints into the deleted file and
+        // removes its WAL, which must not be taken for the new file's.
+        let fresh = Connection::open_in_memory()
+            .map_err(|e| failed("closing the old connection", e.to_string()))?;
+        drop(std::mem::replace(&mut guard.0, fresh));
+        std::fs::rename(&tmp, path).map_err(|e| failed("putting it in place", e.to_string()))?;
+        guard.0 = connect(path)?;
+        guard.1 = identity(path).map_err(|e| failed("reading it back", e.to_string()))?;
+        let rows: i64 = guard
+            .0
+            .query_row("SELECT COUNT(*) FROM occurrences", [], |r| r.get(0))
+            .unwrap_or(-1);
+        tracing::error!(path = %path.display(), rows, "the ledger was recreated with every occurrence it had");
+        Ok(())
+    }
+}
+
+/// The device and inode of the file at `path`.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Opens (creating if needed) and migrates the ledger file at `path`.
+fn connect(path: &Path) -> Result<Connection, LedgerError> {
+    let sql = |error| LedgerError::Sql {
+        path: path.to_path_buf(),
+        error,
+    };
+    let mut conn = Connection::open(path).map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql)?;
+    // Read the version and migrate under one write lock (BEGIN IMMEDIATE): two
+    // processes opening a new ledger at once (the daemon starting, `status`) must
+    // not both run the same migration.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let version: i64 = tx
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(sql)?;
+    if version > SCHEMA_VERSION {
+        return Err(LedgerError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for (i, step) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        tx.execute_batch(step).map_err(sql)?;
+        tx.pragma_update(None, "user_version", i + 1).map_err(sql)?;
+    }
+    tx.commit().map_err(sql)?;
+    Ok(conn)
 }
 
 const SQLITE_START: &str =

@@ -406,3 +406,53 @@ async fn after_a_three_hour_clock_jump_sixty_every_second_jobs_resume_at_once() 
         assert!(sent.iter().all(|t| *t <= utc("2026-03-02T13:00:31Z")));
     }
 }
+
+#[test]
+fn a_ledger_deleted_under_a_running_daemon_is_recreated_with_everything_it_held() {
+    for wal_too in [false, true] {
+        let cfg = JobsToml::new()
+            .top("state_dir = \"state\"")
+            .outbox()
+            .every("tick", "* * * * * *", "")
+            .write();
+        let state = cfg.dir.path().join("state");
+        let daemon = Daemon::start(&cfg.path, &[]);
+        daemon.wait_log("INFO sent", 3, QUICK);
+        std::fs::remove_file(state.join("ledger.sqlite3")).unwrap();
+        if wal_too {
+            let _ = std::fs::remove_file(state.join("ledger.sqlite3-wal"));
+            let _ = std::fs::remove_file(state.join("ledger.sqlite3-shm"));
+        }
+        let sent_before = daemon.log_text().matches("INFO sent").count();
+        daemon.wait_log("INFO sent", sent_before + 3, QUICK);
+        let log = daemon.log_text();
+        assert!(daemon.stop().success());
+        assert!(
+            log.contains("the ledger file was deleted or replaced while cronmail ran"),
+            "{log}"
+        );
+        assert!(
+            log.contains(&state.join("ledger.sqlite3").display().to_string()),
+            "{log}"
+        );
+        // Every message in the outbox has its `sent` row; nothing was sent twice.
+        let files = std::fs::read_dir(cfg.dir.path().join("outbox"))
+            .unwrap()
+            .count();
+        let sent = ledger(&state)
+            .history(None, 100_000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.state == cronmail::ledger::State::Sent)
+            .count();
+        assert!(files >= 6, "{files}");
+        assert_eq!(sent, files, "wal removed too: {wal_too}");
+        // And `status` sees it ran.
+        let out = cronmail(&cfg.path, &["status"], &[]);
+        assert!(
+            !stdout(&out).contains("last sent:    never"),
+            "{}",
+            stdout(&out)
+        );
+    }
+}
