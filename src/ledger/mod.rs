@@ -124,11 +124,15 @@ pub enum LedgerError {
         "another `cronmail run` is using the state directory `{0}` (its lock file is held); stop it first, or give this one another `state_dir`"
     )]
     Locked(PathBuf),
-    #[error("the ledger `{path}`: {error}")]
+    #[error("the ledger `{path}`: {}", sqlite::describe(.path, .error))]
     Sql {
         path: PathBuf,
         error: rusqlite::Error,
     },
+    #[error(
+        "`state_dir` `{0}` is a file, not a folder; point `state_dir` at a folder (it is created if missing)"
+    )]
+    NotAFolder(PathBuf),
     #[error(
         "the ledger `{path}` has schema version {found}, newer than this cronmail knows ({known}); upgrade cronmail"
     )]

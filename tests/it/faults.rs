@@ -456,3 +456,97 @@ fn a_ledger_deleted_under_a_running_daemon_is_recreated_with_everything_it_held(
         );
     }
 }
+
+/// The EIO shim, built once per test run.
+fn eio_shim() -> std::path::PathBuf {
+    static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SHIM.get_or_init(|| {
+        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("eio-shim.so");
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/eio.c");
+        let status = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-ldl")
+            .status()
+            .unwrap();
+        assert!(status.success(), "building the EIO shim");
+        out
+    })
+    .clone()
+}
+
+#[test]
+fn an_io_error_from_the_file_system_is_called_one_and_nothing_is_lost() {
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .outbox()
+        .every("tick", "* * * * * *", "")
+        .write();
+    let flag = cfg.dir.path().join("fail-now");
+    let shim = eio_shim();
+    let env = [
+        ("LD_PRELOAD", shim.to_str().unwrap()),
+        ("EIO_FLAG", flag.to_str().unwrap()),
+        ("EIO_MATCH", "ledger.sqlite3"),
+    ];
+    let daemon = Daemon::start(&cfg.path, &env);
+    daemon.wait_log("INFO sent", 2, QUICK);
+    std::fs::write(&flag, "").unwrap();
+    daemon.wait_log("I/O error", 1, QUICK);
+    let out = cronmail_within(&cfg.path, &["status"], &env, QUICK);
+    std::fs::remove_file(&flag).unwrap();
+    let before = daemon.log_text().matches("INFO sent").count();
+    daemon.wait_log("INFO sent", before + 2, QUICK);
+    let log = daemon.log_text();
+    assert!(daemon.stop().success());
+
+    let ledger_path = cfg
+        .dir
+        .path()
+        .join("state/ledger.sqlite3")
+        .display()
+        .to_string();
+    for text in [&log, &stderr(&out)] {
+        assert!(!text.contains("malformed"), "{text}");
+    }
+    assert!(
+        log.contains("the file system failed to read or write it"),
+        "{log}"
+    );
+    assert!(log.contains(&ledger_path), "{log}");
+    assert!(
+        stderr(&out).contains("the file system failed to read"),
+        "{}",
+        stderr(&out)
+    );
+    // What was sent while the disk failed was not sent twice, nor lost from the ledger.
+    let files = std::fs::read_dir(cfg.dir.path().join("outbox"))
+        .unwrap()
+        .count();
+    let sent = ledger(&cfg.dir.path().join("state"))
+        .history(None, 100_000)
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.state == cronmail::ledger::State::Sent)
+        .count();
+    assert_eq!(sent, files);
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_is_called_one() {
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .outbox()
+        .job(JOB)
+        .write();
+    std::fs::write(cfg.dir.path().join("state"), "").unwrap();
+    let out = cronmail_within(&cfg.path, &["run"], &[], QUICK);
+    assert_eq!(out.status.code(), Some(73), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a file, not a folder"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("os error 17"), "{}", stderr(&out));
+}
