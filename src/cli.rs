@@ -55,7 +55,7 @@ pub enum Command {
         /// Occurrences per job.
         #[arg(long, default_value_t = 1, value_name = "N")]
         count: usize,
-        /// Start after this instant (RFC 3339) instead of now.
+        /// Start after this instant (RFC 3339, exclusive) instead of now.
         #[arg(long, value_name = "RFC3339")]
         from: Option<String>,
     },

@@ -9,7 +9,9 @@
 //! - Day of month and day of week follow crontab: when both are restricted, a day
 //!   matching *either* fires (OR). croner's `+` prefix on the weekday field asks for AND.
 //! - A local time that does not exist (spring forward) fires once, at the first instant
-//!   after the gap; a local time that occurs twice (fall back) fires once, the first time.
+//!   after the gap. A local time that occurs twice (fall back) fires once, the first
+//!   time, for a fixed-time schedule; an interval (the hour field is `*` or a step)
+//!   fires at both. The hour field decides which a schedule is, not croner.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -195,13 +197,54 @@ impl Schedule {
     }
 
     fn next_with(&self, cron: &Cron, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        let local = after.with_timezone(&self.tz);
-        let next = cron.find_next_occurrence(&local, false).ok()?;
-        // croner walks the wall clock and skips a time that a spring-forward gap
-        // removes. crontab's rule, and ours, is to fire once right after the gap
-        // instead, so look for a skipped match between `after` and croner's answer.
-        let skipped = self.gap_occurrence(cron, after, next.with_timezone(&Utc));
-        Some(skipped.unwrap_or_else(|| next.with_timezone(&Utc)))
+        let fixed = self.fixed_time();
+        let mut after = after;
+        // One round per second instance skipped: at most a repeated hour of a schedule
+        // that fires every second, and only in a repeated hour.
+        for _ in 0..=7200 {
+            let local = after.with_timezone(&self.tz);
+            let next = cron
+                .find_next_occurrence(&local, false)
+                .ok()?
+                .with_timezone(&Utc);
+            // croner walks the wall clock and skips a time that a spring-forward gap
+            // removes. crontab's rule, and ours, is to fire once right after the gap
+            // instead, so look for a skipped match between `after` and croner's answer.
+            let found = self.gap_occurrence(cron, after, next).unwrap_or(next);
+            // A fixed-time schedule fires once in a repeated hour, at the first instance.
+            if fixed && self.is_second_instance(found) {
+                after = found;
+                continue;
+            }
+            return Some(found);
+        }
+        None
+    }
+
+    /// Whether the hour field makes this a fixed-time schedule (a value, a list or a
+    /// range) rather than an interval (`*` or a step), which fires at every real hour.
+    fn fixed_time(&self) -> bool {
+        let expr = self.expr.trim();
+        if let Some(alias) = expr.strip_prefix('@') {
+            return !alias.eq_ignore_ascii_case("hourly");
+        }
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let hour = if fields.len() == 6 {
+            fields[2]
+        } else {
+            fields.get(1).copied().unwrap_or("*")
+        };
+        !hour.contains('*') && !hour.contains('/')
+    }
+
+    /// `t` is the later of the two instants of a wall time a fall-back repeats.
+    fn is_second_instance(&self, t: DateTime<Utc>) -> bool {
+        let local = t.with_timezone(&self.tz).naive_local();
+        matches!(
+            self.tz.from_local_datetime(&local),
+            chrono::LocalResult::Ambiguous(earlier, later)
+                if later.with_timezone(&Utc) == t && earlier.with_timezone(&Utc) != t
+        )
     }
 
     /// Checks that the schedule fires at all within `HORIZON_YEARS` of `now`.
@@ -270,24 +313,29 @@ impl Schedule {
                 .fix()
                 .local_minus_utc()
         };
-        let step = Duration::hours(6);
-        let mut lo = from;
-        while lo < until {
-            let hi = (lo + step).min(until);
-            if offset_at(hi) > offset_at(lo) {
-                // Bisect to the second where the offset increases.
+        // Whole seconds: offsets change at a whole second (tzdata counts in seconds), and
+        // a fraction left by the search would put the gap's first second outside it.
+        let second = |t: i64| DateTime::from_timestamp(t, 0).unwrap_or(until);
+        let step = 6 * 3600;
+        let end = until.timestamp();
+        let mut lo = from.timestamp();
+        while lo < end {
+            let hi = (lo + step).min(end);
+            if offset_at(second(hi)) > offset_at(second(lo)) {
+                // Bisect to the first second of the new offset.
                 let (mut a, mut b) = (lo, hi);
-                while b - a > Duration::seconds(1) {
+                while b - a > 1 {
                     let mid = a + (b - a) / 2;
-                    if offset_at(mid) > offset_at(a) {
+                    if offset_at(second(mid)) > offset_at(second(a)) {
                         b = mid;
                     } else {
                         a = mid;
                     }
                 }
-                let before = offset_at(a);
-                let gap_start_local = (b + Duration::seconds(i64::from(before))).naive_utc();
-                return Some((gap_start_local, b));
+                let before = offset_at(second(a));
+                let jump = second(b);
+                let gap_start_local = (jump + Duration::seconds(i64::from(before))).naive_utc();
+                return Some((gap_start_local, jump));
             }
             lo = hi;
         }

@@ -211,47 +211,242 @@ fn bad_expressions_carry_crons_reason() {
     );
 }
 
-/// The next minute at or after `from` + 1 min whose wall-clock fields match, found by
-/// walking real minutes: an oracle that knows nothing of croner.
-fn brute_force(minute: u32, hour: u32, tz: Tz, from: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::{Duration, Timelike};
+/// A minute or hour field as the oracle reads it: a single value, a list, a range, a
+/// step, or `*`, with the set of values it matches.
+#[derive(Clone, Debug)]
+struct Field {
+    text: String,
+    values: Vec<u32>,
+    interval: bool,
+}
+
+fn field(kind: u8, a: u32, b: u32, step: u32, max: u32) -> Field {
+    let (lo, hi) = (a.min(b), a.max(b).max(a.min(b) + 1).min(max));
+    let (text, values): (String, Vec<u32>) = match kind % 6 {
+        1 if a != b => (format!("{lo},{hi}"), vec![lo, hi]),
+        0 | 1 => (a.to_string(), vec![a]),
+        2 => (format!("{lo}-{hi}"), (lo..=hi).collect()),
+        3 => (
+            format!("*/{step}"),
+            (0..=max).step_by(step as usize).collect(),
+        ),
+        4 => (
+            format!("{lo}-{hi}/{step}"),
+            (lo..=hi).step_by(step as usize).collect(),
+        ),
+        _ => ("*".to_owned(), (0..=max).collect()),
+    };
+    Field {
+        interval: text.contains('*') || text.contains('/'),
+        text,
+        values,
+    }
+}
+
+/// The schedule's next occurrence after `from`, by walking real minutes with the README's
+/// policy, knowing nothing of croner:
+/// - a wall-clock minute that a spring-forward gap removes fires once, at the first
+///   instant after the gap (whatever the hour field);
+/// - in a fall-back's repeated hour, a fixed-time schedule (the hour field has no `*`
+///   or step) fires at the first instance only; an interval fires at both.
+fn oracle(minute: &Field, hour: &Field, tz: Tz, from: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::{Duration, NaiveDateTime, Timelike};
+    let local = |t: DateTime<Utc>| t.with_timezone(&tz).naive_local();
+    let matches =
+        |l: NaiveDateTime| minute.values.contains(&l.minute()) && hour.values.contains(&l.hour());
     let mut t = Utc
         .timestamp_opt(from.timestamp() / 60 * 60 + 60, 0)
         .unwrap();
-    let mut prev_local = (from.with_timezone(&tz)).naive_local();
+    // The latest wall time already seen, from the hours before `from` too: a fixed-time
+    // occurrence seen there must not fire again in a repeated hour.
+    let mut max_wall = (1..=240)
+        .map(|k| local(t - Duration::minutes(k)))
+        .max()
+        .unwrap();
     loop {
-        let local = t.with_timezone(&tz).naive_local();
-        // Matches plainly, or the wall clock jumped over the wanted time (a DST gap).
-        let wanted = local.date().and_hms_opt(hour, minute, 0).unwrap();
-        if local.hour() == hour && local.minute() == minute && local > prev_local {
+        let prev = local(t - Duration::minutes(1));
+        let cur = local(t);
+        if cur - prev > Duration::minutes(1) {
+            let mut w = prev + Duration::minutes(1);
+            let mut gap_match = false;
+            while w < cur {
+                gap_match |= matches(w);
+                w += Duration::minutes(1);
+            }
+            if gap_match || matches(cur) {
+                return t;
+            }
+        } else if matches(cur) && (hour.interval || cur > max_wall) {
             return t;
         }
-        if prev_local < wanted && local > wanted && (local - prev_local) > Duration::minutes(1) {
-            return t;
-        }
-        // Fall back: the wall clock goes back; a time already passed must not match again.
-        if local > prev_local {
-            prev_local = local;
-        }
+        max_wall = max_wall.max(cur);
         t += Duration::minutes(1);
     }
 }
 
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+/// Every IANA zone whose offset changes between 2026 and 2035, with those instants.
+fn transitions() -> &'static [(Tz, Vec<DateTime<Utc>>)] {
+    use chrono::Offset;
+    static ZONES: std::sync::LazyLock<Vec<(Tz, Vec<DateTime<Utc>>)>> =
+        std::sync::LazyLock::new(|| {
+            let start = utc("2026-01-01T00:00:00Z");
+            let end = utc("2036-01-01T00:00:00Z");
+            let offset =
+                |tz: Tz, t: DateTime<Utc>| tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+            chrono_tz::TZ_VARIANTS
+                .iter()
+                .filter_map(|&tz| {
+                    let mut found = Vec::new();
+                    let mut t = start;
+                    let step = chrono::Duration::hours(6);
+                    while t < end {
+                        let n = t + step;
+                        if offset(tz, t) != offset(tz, n) {
+                            let (mut a, mut b) = (t, n);
+                            while b - a > chrono::Duration::minutes(1) {
+                                let m = a + (b - a) / 2;
+                                if offset(tz, m) == offset(tz, a) {
+                                    a = m;
+                                } else {
+                                    b = m;
+                                }
+                            }
+                            found.push(b);
+                        }
+                        t = n;
+                    }
+                    (!found.is_empty()).then_some((tz, found))
+                })
+                .collect()
+        });
+    &ZONES
+}
 
+#[test]
+fn the_oracle_covers_both_hemispheres_and_half_hour_shifts() {
+    let zones: Vec<String> = transitions()
+        .iter()
+        .map(|(tz, _)| tz.name().to_owned())
+        .collect();
+    for z in [
+        "Europe/Berlin",
+        "America/New_York",
+        "Australia/Sydney",
+        "Australia/Lord_Howe",
+        "America/Havana",
+    ] {
+        assert!(
+            zones.iter().any(|n| n == z),
+            "{z} missing from {} zones",
+            zones.len()
+        );
+    }
+}
+
+#[test]
+fn the_two_dst_misfires_are_fixed() {
+    // A list or range in the hour is fixed-time: once in the repeated hour.
+    assert_eq!(
+        next_n(
+            "15 1-3 * * *",
+            "America/New_York",
+            "2026-11-01T04:00:00Z",
+            4
+        ),
+        [
+            "2026-11-01T01:15:00-04:00",
+            "2026-11-01T02:15:00-05:00",
+            "2026-11-01T03:15:00-05:00",
+            "2026-11-02T01:15:00-05:00"
+        ]
+    );
+    assert_eq!(
+        next_n("0,30 2 * * *", "Europe/Berlin", "2026-10-24T23:00:00Z", 3),
+        [
+            "2026-10-25T02:00:00+02:00",
+            "2026-10-25T02:30:00+02:00",
+            "2026-10-26T02:00:00+01:00"
+        ]
+    );
+    // A match at the first second of a gap fires at its end, wherever the search starts.
+    for from in [
+        "2026-03-28T22:00:00Z",
+        "2026-03-28T23:00:00Z",
+        "2026-03-29T00:59:59Z",
+    ] {
+        assert_eq!(
+            next_n("0,30 2 * * *", "Europe/Berlin", from, 2),
+            ["2026-03-29T03:00:00+02:00", "2026-03-30T02:00:00+02:00"],
+            "from {from}"
+        );
+    }
+    for (expr, tz, from) in [
+        ("0 2,3 * * *", "Europe/Athens", "2026-03-28T23:30:00Z"),
+        ("*/20 0 * * *", "America/Havana", "2026-03-07T23:00:00Z"),
+        ("0 */2 * * *", "Europe/Berlin", "2026-03-29T00:30:00Z"),
+    ] {
+        let tz_: Tz = tz.parse().unwrap();
+        let s = Schedule::parse(expr, tz_).unwrap();
+        let got = s.next_after(utc(from)).unwrap();
+        let m = expr.split(' ').next().unwrap();
+        let h = expr.split(' ').nth(1).unwrap();
+        let parse = |f: &str, max: u32| -> Field {
+            let values: Vec<u32> = (0..=max)
+                .filter(|v| {
+                    f.split(',').any(|p| {
+                        let (range, step) = p
+                            .split_once('/')
+                            .map_or((p, 1), |(r, s)| (r, s.parse().unwrap()));
+                        let (lo, hi) = if range == "*" {
+                            (0, max)
+                        } else if let Some((a, b)) = range.split_once('-') {
+                            (a.parse().unwrap(), b.parse().unwrap())
+                        } else {
+                            let x = range.parse().unwrap();
+                            (x, x)
+                        };
+                        *v >= lo && *v <= hi && (*v - lo) % step == 0
+                    })
+                })
+                .collect();
+            Field {
+                text: f.to_owned(),
+                values,
+                interval: f.contains('*') || f.contains('/'),
+            }
+        };
+        let want = oracle(&parse(m, 59), &parse(h, 23), tz_, utc(from));
+        assert_eq!(got, want, "{expr} in {tz} from {from}");
+    }
+}
+
+proptest::proptest! {
+    // `CRONMAIL_ORACLE_CASES=20000` for a deeper run than the suite's.
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(
+        std::env::var("CRONMAIL_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(600)
+    ))]
+
+    /// `next_after` agrees with the minute-by-minute oracle, for lists, ranges and
+    /// steps in the minute and hour fields, in every zone that changes its offset in
+    /// 2026-2035, from a start up to two days before one of its transitions.
     #[test]
     fn next_after_agrees_with_a_minute_by_minute_oracle(
-        minute in 0u32..60,
-        hour in 0u32..24,
-        zone in 0usize..3,
-        start in 0i64..(366 * 24 * 60),
+        mk in 0u8..6, ma in 0u32..60, mb in 0u32..60, ms in proptest::sample::select(vec![5u32, 10, 15, 20, 30]),
+        hk in 0u8..6, ha in 0u32..24, hb in 0u32..24, hs in proptest::sample::select(vec![2u32, 3, 4, 6]),
+        zone in 0usize..10_000,
+        which in 0usize..10_000,
+        before in 0i64..(2 * 24 * 60 * 60),
     ) {
-        let tz: Tz = ["Europe/Berlin", "America/New_York", "Australia/Sydney"][zone].parse().unwrap();
-        let s = Schedule::parse(&format!("{minute} {hour} * * *"), tz).unwrap();
-        let from = utc("2026-01-01T00:00:00Z") + chrono::Duration::minutes(start);
+        let zones = transitions();
+        let (tz, instants) = &zones[zone % zones.len()];
+        let at = instants[which % instants.len()];
+        let minute = field(mk, ma, mb, ms, 59);
+        let hour = field(hk, ha, hb, hs, 23);
+        let expr = format!("{} {} * * *", minute.text, hour.text);
+        let s = Schedule::parse(&expr, *tz).unwrap();
+        let from = at - chrono::Duration::seconds(before);
         let got = s.next_after(from).unwrap();
         proptest::prop_assert!(got > from);
-        proptest::prop_assert_eq!(got, brute_force(minute, hour, tz, from));
+        proptest::prop_assert_eq!(got, oracle(&minute, &hour, *tz, from), "{} in {} from {}", expr, tz.name(), from);
     }
 }
