@@ -46,6 +46,9 @@ pub enum Command {
         /// Also connect to the SMTP server: TLS and AUTH, then QUIT without sending.
         #[arg(long)]
         smtp: bool,
+        /// Also show how each schedule was read, field by field.
+        #[arg(long)]
+        explain: bool,
     },
     /// Print upcoming occurrences: JOB<TAB>LOCAL TIME<TAB>UTC TIME.
     Next {
@@ -58,6 +61,9 @@ pub enum Command {
         /// Start after this instant (RFC 3339, exclusive) instead of now.
         #[arg(long, value_name = "RFC3339")]
         from: Option<String>,
+        /// Also show how each schedule was read, field by field.
+        #[arg(long)]
+        explain: bool,
     },
     /// Print the exact RFC 5322 message of one occurrence.
     Render {

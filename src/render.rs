@@ -69,9 +69,19 @@ pub struct TemplateError {
 }
 
 impl TemplateError {
-    fn from_minijinja(e: &minijinja::Error) -> Self {
+    fn from_minijinja(e: &minijinja::Error, vars: Option<&Vars>) -> Self {
+        if e.kind() == ErrorKind::UndefinedError
+            && let Some(expr) = e
+                .template_source()
+                .zip(e.range())
+                .and_then(|(src, range)| src.get(range))
+        {
+            return TemplateError {
+                line: e.line(),
+                message: undefined(expr, vars),
+            };
+        }
         let mut message = match e.kind() {
-            ErrorKind::UndefinedError => "undefined value".to_owned(),
             ErrorKind::OutOfFuel => {
                 "template ran too long (loop or recursion limit reached)".to_owned()
             }
@@ -79,16 +89,6 @@ impl TemplateError {
         };
         if let Some(detail) = e.detail() {
             let _ = write!(message, ": {detail}");
-        }
-        // A strict-undefined error names no variable; point at the source line instead.
-        if e.kind() == ErrorKind::UndefinedError
-            && let Some(src) = e.template_source().zip(e.range())
-        {
-            let expr = src.0.get(src.1).unwrap_or_default();
-            let _ = write!(
-                message,
-                " `{expr}` (available: job, scheduled_at, date, time, weekday, vars.*)"
-            );
         }
         if let Some(source) = std::error::Error::source(e) {
             let _ = write!(message, ": {source}");
@@ -98,6 +98,46 @@ impl TemplateError {
             message,
         }
     }
+}
+
+/// The variables a template sees, with the job's `vars`.
+fn available(vars: Option<&Vars>) -> Vec<String> {
+    let mut names: Vec<String> = ["job", "scheduled_at", "date", "time", "weekday"]
+        .map(str::to_owned)
+        .to_vec();
+    match vars {
+        Some(v) if !v.is_empty() => names.extend(v.0.iter().map(|(k, _)| format!("vars.{k}"))),
+        Some(_) => {}
+        None => names.push("vars.*".to_owned()),
+    }
+    names
+}
+
+/// An undefined variable, named, with the nearest known one and the list of them.
+fn undefined(expr: &str, vars: Option<&Vars>) -> String {
+    let expr = expr.trim();
+    // The variable itself, without filters or arguments: `vars.ownr | upper` -> `vars.ownr`.
+    let name: String = expr
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+        .collect();
+    let name = if name.is_empty() {
+        expr.to_owned()
+    } else {
+        name
+    };
+    let known = available(vars);
+    let near = known
+        .iter()
+        .filter(|k| !k.ends_with('*'))
+        .map(|k| (strsim::damerau_levenshtein(k, &name), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map_or_else(|| ".".to_owned(), |(_, k)| format!("; did you mean `{k}`?"));
+    format!(
+        "undefined variable `{name}`{near} Variables: {}",
+        known.join(", ")
+    )
 }
 
 /// A job's `vars`, sorted by name. A slice, not a `BTreeMap`: a map's first node
@@ -210,7 +250,7 @@ impl Templates {
         self.env
             .template_from_named_str(&name(job, part), source)
             .map(drop)
-            .map_err(|e| TemplateError::from_minijinja(&e))
+            .map_err(|e| TemplateError::from_minijinja(&e, None))
     }
 
     fn source(&self, job: &str, part: Part) -> Result<&Arc<str>, TemplateError> {
@@ -242,7 +282,7 @@ impl Templates {
         let template = self
             .env
             .template_from_named_str(&name, source)
-            .map_err(|e| TemplateError::from_minijinja(&e))?;
+            .map_err(|e| TemplateError::from_minijinja(&e, Some(vars)))?;
         let local = at.with_timezone(&tz);
         let ctx = minijinja::context! {
             job => job,
@@ -254,7 +294,7 @@ impl Templates {
         };
         let out = template
             .render(ctx)
-            .map_err(|e| TemplateError::from_minijinja(&e))?;
+            .map_err(|e| TemplateError::from_minijinja(&e, Some(vars)))?;
         if out.len() > MAX_OUTPUT {
             return Err(TemplateError {
                 line: None,

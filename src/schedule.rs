@@ -173,6 +173,9 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
             )));
         }
     }
+    if !expr.starts_with('@') {
+        check_bounds(expr)?;
+    }
     CronParser::builder()
         .seconds(Seconds::Optional)
         .dom_and_dow(false)
@@ -181,7 +184,96 @@ fn parse_cron(expr: &str) -> Result<Cron, ScheduleError> {
         .map_err(|e| ScheduleError(e.to_string()))
 }
 
+/// The fields of an expression with their names and ranges, seconds first if there are six.
+fn named_fields(expr: &str) -> Vec<(&'static str, &str, u32, u32)> {
+    const FIVE: [(&str, u32, u32); 5] = [
+        ("minute", 0, 59),
+        ("hour", 0, 23),
+        ("day-of-month", 1, 31),
+        ("month", 1, 12),
+        ("day-of-week", 0, 7),
+    ];
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    let names: Vec<(&str, u32, u32)> = if fields.len() == 6 {
+        std::iter::once(("second", 0, 59)).chain(FIVE).collect()
+    } else {
+        FIVE.to_vec()
+    };
+    names
+        .into_iter()
+        .zip(fields)
+        .map(|((name, lo, hi), f)| (name, f, lo, hi))
+        .collect()
+}
+
+/// Names the field of a number out of its range: `minute 61 is out of range 0-59`.
+fn check_bounds(expr: &str) -> Result<(), ScheduleError> {
+    for (name, field, lo, hi) in named_fields(expr) {
+        for item in field.split(',') {
+            let (range, step) = item.split_once('/').unwrap_or((item, ""));
+            for part in range.trim_start_matches('+').split('-').chain([step]) {
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    continue;
+                }
+                let Ok(n) = part.parse::<u32>() else { continue };
+                let in_step = !step.is_empty() && part == step;
+                if in_step {
+                    if n == 0 {
+                        return Err(ScheduleError(format!(
+                            "{name}: a step of 0 in `{item}` never moves on; use 1 or more"
+                        )));
+                    }
+                } else if n < lo || n > hi {
+                    return Err(ScheduleError(format!(
+                        "{name} {n} is out of range {lo}-{hi} (in `{field}`)"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How an expression is read, field by field: `second=30 minute=9 hour=* ...`.
+pub fn explain(expr: &str) -> String {
+    let expr = expr.trim();
+    let full = match expr.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => expr,
+    };
+    named_fields(full)
+        .iter()
+        .map(|(name, f, _, _)| format!("{name}={f}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 impl Schedule {
+    /// The expression as written (trimmed).
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// How many occurrences fall in `(from, until]`, counted up to `cap`.
+    pub fn count_in(&self, from: DateTime<Utc>, until: DateTime<Utc>, cap: usize) -> usize {
+        let mut n = 0;
+        let mut t = from;
+        while n < cap {
+            match self.next_after(t) {
+                Some(next) if next <= until => {
+                    n += 1;
+                    t = next;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
     pub fn parse(expr: &str, tz: Tz) -> Result<Self, ScheduleError> {
         Interner::default().parse(expr, tz)
     }

@@ -14,20 +14,17 @@ use crate::mail::{Mailer, looks_like_app_password};
 use crate::oauth2::TokenSource;
 use crate::secret::SecretSource;
 
-pub async fn check(path: &Path, smtp: bool) -> Exit {
+pub async fn check(path: &Path, smtp: bool, explain: bool) -> Exit {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    let mut out = std::io::stdout().lock();
-    let enabled = config.jobs.iter().filter(|j| j.enabled).count();
-    let _ = writeln!(
-        out,
-        "{}: ok, {} jobs ({enabled} enabled)",
-        path.display(),
-        config.jobs.len()
-    );
-    drop(out);
+    {
+        let mut err = std::io::stderr().lock();
+        for w in &config.warnings {
+            let _ = writeln!(err, "{}", w.with_snippet());
+        }
+    }
     let password = match &config.transport {
         TransportConfig::Outbox { dir } => {
             let _ = writeln!(std::io::stdout(), "transport: outbox `{}`", dir.display());
@@ -38,7 +35,21 @@ pub async fn check(path: &Path, smtp: bool) -> Exit {
             Err(exit) => return exit,
         },
     };
-    print_next(&config);
+    print_next(&config, explain);
+    // Last, once everything that can be checked without a server was: a file with a
+    // problem never says "ok".
+    let enabled = config.jobs.iter().filter(|j| j.enabled).count();
+    let warnings = match config.warnings.len() {
+        0 => String::new(),
+        1 => ", 1 warning".to_owned(),
+        n => format!(", {n} warnings"),
+    };
+    let _ = writeln!(
+        std::io::stdout(),
+        "{}: ok, {} jobs ({enabled} enabled){warnings}",
+        path.display(),
+        config.jobs.len()
+    );
     if !smtp {
         return Exit::Ok;
     }
@@ -103,8 +114,9 @@ async fn credentials(s: &SmtpConfig, path: &Path) -> Result<Option<SecretString>
 }
 
 /// Each enabled job's first occurrence, found while loading a moment ago: parsing
-/// 10,000 schedules again costs more than the whole check.
-fn print_next(config: &Config) {
+/// 10,000 schedules again costs more than the whole check. With `explain`, how each
+/// schedule was read, field by field.
+fn print_next(config: &Config, explain: bool) {
     let mut out = std::io::stdout().lock();
     for job in config.jobs.iter().filter(|j| j.enabled) {
         if let Some(t) = job.first {
@@ -114,6 +126,16 @@ fn print_next(config: &Config) {
                 job.name,
                 t.with_timezone(&job.tz())
                     .to_rfc3339_opts(SecondsFormat::Secs, true)
+            );
+        }
+        if explain {
+            let _ = writeln!(
+                out,
+                "read: {}\t`{}` = {} in {}",
+                job.name,
+                job.schedule.expr(),
+                crate::schedule::explain(job.schedule.expr()),
+                job.tz()
             );
         }
     }

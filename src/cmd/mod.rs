@@ -25,10 +25,13 @@ use crate::ledger::LedgerError;
 pub async fn execute(config_path: &Path, command: Command) -> Exit {
     match command {
         Command::Run => run::run(config_path).await,
-        Command::Check { smtp } => check::check(config_path, smtp).await,
-        Command::Next { job, count, from } => {
-            next::next(config_path, job.as_deref(), count, from.as_deref())
-        }
+        Command::Check { smtp, explain } => check::check(config_path, smtp, explain).await,
+        Command::Next {
+            job,
+            count,
+            from,
+            explain,
+        } => next::next(config_path, job.as_deref(), count, from.as_deref(), explain),
         Command::Render { job, at } => next::render(config_path, &job, at.as_deref()),
         Command::Send { job, to } => send::send(config_path, &job, to.as_deref()).await,
         Command::Oauth2 {
@@ -55,10 +58,10 @@ fn print_hint(hint: Option<&str>) {
 fn print_diagnostics(diags: &config::Diagnostics, path: &Path, summary: bool) {
     let mut err = std::io::stderr().lock();
     for d in &diags.0 {
-        let _ = writeln!(err, "{d}");
+        let _ = writeln!(err, "{}", d.with_snippet());
     }
     if summary {
-        let n = diags.0.len();
+        let n = diags.errors();
         let _ = writeln!(
             err,
             "error: {n} problem{} in {}",

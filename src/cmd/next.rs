@@ -12,7 +12,13 @@ use crate::config::Job;
 use crate::deliver;
 use crate::exit::Exit;
 
-pub fn next(path: &Path, job: Option<&str>, count: usize, from: Option<&str>) -> Exit {
+pub fn next(
+    path: &Path,
+    job: Option<&str>,
+    count: usize,
+    from: Option<&str>,
+    explain: bool,
+) -> Exit {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(exit) => return exit,
@@ -28,6 +34,19 @@ pub fn next(path: &Path, job: Option<&str>, count: usize, from: Option<&str>) ->
         },
         None => config.jobs.iter().filter(|j| j.enabled).collect(),
     };
+    if explain {
+        let mut err = std::io::stderr().lock();
+        for job in &jobs {
+            let _ = writeln!(
+                err,
+                "{}: `{}` = {} in {}",
+                job.name,
+                job.schedule.expr(),
+                crate::schedule::explain(job.schedule.expr()),
+                job.tz()
+            );
+        }
+    }
     let mut lines = Vec::new();
     for job in jobs {
         let mut t = from;

@@ -3,7 +3,7 @@
 //! `check` prints every problem of a file at once (as ripgrep and rustc do), so
 //! validation collects `Diagnostic`s instead of returning at the first one.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,42 @@ pub struct Diagnostic {
     pub location: Option<(usize, usize)>,
     pub job: Option<String>,
     pub message: String,
+    /// A warning: worth saying, but the file is valid (`check` exits 0).
+    pub warning: bool,
+    /// The line of the file the location is on, to show under the message.
+    pub snippet: Option<String>,
+}
+
+impl Diagnostic {
+    /// A problem of the file as a whole (it cannot be read, it is empty).
+    pub fn file(path: &Path, message: impl Into<String>) -> Self {
+        Diagnostic {
+            path: path.to_path_buf(),
+            location: None,
+            job: None,
+            message: message.into(),
+            warning: false,
+            snippet: None,
+        }
+    }
+
+    /// The message, then the line it is about with a caret under the column, as rustc
+    /// and taplo show it.
+    pub fn with_snippet(&self) -> String {
+        let mut out = self.to_string();
+        if let (Some((line, col)), Some(text)) = (self.location, &self.snippet) {
+            let num = line.to_string();
+            let pad = " ".repeat(num.len());
+            // The caret goes under the column's character, tabs kept as tabs.
+            let lead: String = text
+                .chars()
+                .take(col.saturating_sub(1))
+                .map(|c| if c == '\t' { '\t' } else { ' ' })
+                .collect();
+            let _ = write!(out, "\n{pad} |\n{num} | {text}\n{pad} | {lead}^");
+        }
+        out
+    }
 }
 
 impl fmt::Display for Diagnostic {
@@ -24,6 +60,9 @@ impl fmt::Display for Diagnostic {
             write!(f, ":{line}:{col}")?;
         }
         f.write_str(": ")?;
+        if self.warning {
+            f.write_str("warning: ")?;
+        }
         if let Some(job) = &self.job {
             write!(f, "job `{job}`: ")?;
         }
@@ -48,6 +87,57 @@ impl fmt::Display for Diagnostics {
 }
 
 impl std::error::Error for Diagnostics {}
+
+impl Diagnostics {
+    /// How many are errors (the rest are warnings).
+    pub fn errors(&self) -> usize {
+        self.0.iter().filter(|d| !d.warning).count()
+    }
+}
+
+/// A line of jobs.toml fit to print: a value that may be a secret is masked (a literal
+/// `password` or `client_secret`, a password inside a URL).
+pub(crate) fn redact(line: &str) -> String {
+    const SECRET_KEYS: [&str; 5] = [
+        "password",
+        "client_secret",
+        "secret",
+        "token",
+        "refresh_token",
+    ];
+    if let Some((key, _)) = line.split_once('=') {
+        let key = key.trim().trim_matches('"');
+        if SECRET_KEYS.contains(&key) {
+            return format!(
+                "{} = \"********\"",
+                line.split_once('=').map_or("", |(k, _)| k.trim_end())
+            );
+        }
+    }
+    // scheme://user:password@host -> scheme://user:********@host
+    let mut out = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail.find(['/', ' ', '"', '\'', '?']).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority
+            .rfind('@')
+            .and_then(|at| authority[..at].find(':').map(|c| (c, at)))
+        {
+            Some((colon, at)) => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("********");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
 
 /// Turns byte offsets into line and column numbers for one source text.
 pub(crate) struct Source<'a> {
@@ -91,12 +181,33 @@ impl<'a> Source<'a> {
         job: Option<&str>,
         message: impl Into<String>,
     ) -> Diagnostic {
+        let location = span.map(|s| self.line_col(s.start));
         Diagnostic {
             path: self.path.to_path_buf(),
-            location: span.map(|s| self.line_col(s.start)),
+            location,
             job: job.map(str::to_owned),
             message: message.into(),
+            warning: false,
+            snippet: location.map(|(line, _)| redact(self.line(line))),
         }
+    }
+
+    /// The text of 1-based `line`, without its line break.
+    pub fn line(&self, line: usize) -> &str {
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        let end = self
+            .line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(self.text.len());
+        self.text
+            .get(start..end)
+            .unwrap_or_default()
+            .trim_end_matches(['\n', '\r'])
     }
 }
 
@@ -111,5 +222,20 @@ mod tests {
         assert_eq!(src.line_col(3), (2, 1));
         // 'ç' is two bytes; `d` is the second character.
         assert_eq!(src.line_col(5), (2, 2));
+    }
+
+    #[test]
+    fn a_secret_on_the_line_shown_is_masked() {
+        assert_eq!(redact("password = \"hunter2\""), "password = \"********\"");
+        assert_eq!(
+            redact("  client_secret = 'x'"),
+            "  client_secret = \"********\""
+        );
+        assert_eq!(
+            redact("url = \"postgres://u:hunter2@db/c\""),
+            "url = \"postgres://u:********@db/c\""
+        );
+        assert_eq!(redact("password_env = \"PW\""), "password_env = \"PW\"");
+        assert_eq!(redact("to = [\"a@b\"]"), "to = [\"a@b\"]");
     }
 }

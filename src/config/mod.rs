@@ -17,8 +17,6 @@ mod validate;
 
 use std::path::Path;
 
-use serde::Deserialize;
-use serde::de::IntoDeserializer;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -33,14 +31,8 @@ use validate::Validator;
 
 /// Reads and validates `path`. Every problem found is in the returned `Diagnostics`.
 pub fn load(path: &Path, host: &Host) -> Result<Config, Diagnostics> {
-    let text = read_limited(path).map_err(|message| {
-        Diagnostics(vec![Diagnostic {
-            path: path.to_path_buf(),
-            location: None,
-            job: None,
-            message,
-        }])
-    })?;
+    let text =
+        read_limited(path).map_err(|message| Diagnostics(vec![Diagnostic::file(path, message)]))?;
     parse(path, &text, host)
 }
 
@@ -77,8 +69,13 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
 
     let (root, errors) = DeTable::parse_recoverable(text);
     if !errors.is_empty() {
+        if let Some(other) = other_format(text) {
+            v.file(format!(
+                "this file looks like {other}, not TOML: jobs.toml is TOML (`key = \"value\"`, [section], [[job]]); see `cronmail schema` or the example jobs.toml"
+            ));
+        }
         for e in errors {
-            v.at(e.span(), None, toml_message(&e));
+            v.at(e.span(), None, toml_message(&e, None));
         }
         return Err(v.into_diagnostics());
     }
@@ -87,28 +84,37 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
 
     // Jobs are deserialized one by one, so a mistake in one does not hide the others.
     let jobs_value = table.remove("job");
-    let top: Option<RawTop> =
-        match RawTop::deserialize(toml::de::Deserializer::from(Spanned::new(root_span, table))) {
-            Ok(top) => Some(top),
-            Err(e) => {
-                v.at(e.span(), None, toml_message(&e));
-                None
-            }
-        };
+    let (top, top_stripped) =
+        deserialize_all::<RawTop>(&mut v, Spanned::new(root_span, table), None);
+    let top = top.map(|mut t| {
+        t.stripped = top_stripped;
+        t
+    });
     let mut raw_jobs = Vec::new();
     match jobs_value.map(Spanned::into_inner) {
         None => {}
         Some(DeValue::Array(items)) => {
-            for item in items {
+            for item in items.iter().cloned() {
                 let span = item.span();
                 let name = item
                     .get_ref()
-                    .get("name")
+                    .as_table()
+                    .and_then(|t| t.get("name"))
                     .and_then(|n| n.get_ref().as_str())
                     .map(str::to_owned);
-                match RawJob::deserialize(item.into_deserializer()) {
-                    Ok(job) => raw_jobs.push(job),
-                    Err(e) => v.at(e.span().or(Some(span)), name.as_deref(), toml_message(&e)),
+                let DeValue::Table(t) = item.into_inner() else {
+                    v.at(Some(span), None, "each [[job]] must be a table");
+                    continue;
+                };
+                let (job, stripped) = deserialize_all::<RawJob>(
+                    &mut v,
+                    Spanned::new(span.clone(), t),
+                    name.as_deref(),
+                );
+                if let Some(mut job) = job {
+                    job.span = span;
+                    job.stripped = stripped;
+                    raw_jobs.push(job);
                 }
             }
         }
@@ -124,15 +130,126 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
     }
 }
 
-/// toml's message without its own "TOML parse error at line ..." framing and snippet,
-/// since we print `PATH:LINE:COL` ourselves.
-fn toml_message(e: &toml::de::Error) -> String {
-    let msg = e.message().trim();
-    let msg = msg
-        .strip_prefix("unknown field")
-        .map_or_else(|| msg.to_owned(), |rest| format!("unknown key{rest}"));
-    if msg.contains("unknown key `password`,") {
-        return validate::literal_secret("password");
+/// Deserializes `table`, reporting every key it cannot take: after each error, the key
+/// at fault is taken out and the rest deserialized again, so an unknown key or a value
+/// of the wrong type hides nothing else in the section.
+/// Returns the keys taken out (dotted), so that validation does not report them again
+/// as missing.
+fn deserialize_all<T: serde::de::DeserializeOwned>(
+    v: &mut Validator<'_>,
+    mut table: Spanned<DeTable<'_>>,
+    job: Option<&str>,
+) -> (Option<T>, Vec<String>) {
+    let mut stripped = Vec::new();
+    for _ in 0..256 {
+        let err = match T::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(t) => return (Some(t), stripped),
+            Err(e) => e,
+        };
+        let Some(span) = err.span() else {
+            v.at(Some(table.span()), job, toml_message(&err, None));
+            return (None, stripped);
+        };
+        let removed = strip_at(table.get_mut(), span.start);
+        v.at(Some(span), job, toml_message(&err, removed.as_deref()));
+        match removed {
+            Some(key) => stripped.push(key),
+            None => return (None, stripped),
+        }
     }
-    msg
+    (None, stripped)
+}
+
+/// Removes the innermost key whose key or value holds byte `at`; returns its dotted path.
+fn strip_at(table: &mut DeTable<'_>, at: usize) -> Option<String> {
+    let (key, in_key) = table.iter().find_map(|(k, val)| {
+        let in_key = k.span().contains(&at);
+        (in_key || val.span().contains(&at)).then(|| (k.get_ref().to_string(), in_key))
+    })?;
+    if !in_key {
+        let inner = table
+            .iter_mut()
+            .find(|(k, _)| **k.get_ref() == *key)
+            .and_then(|(_, val)| match val.get_mut() {
+                DeValue::Table(t) => strip_at(t, at),
+                DeValue::Array(items) => items.iter_mut().find_map(|item| match item.get_mut() {
+                    DeValue::Table(t) => strip_at(t, at),
+                    _ => None,
+                }),
+                _ => None,
+            });
+        if let Some(inner) = inner {
+            return Some(format!("{key}.{inner}"));
+        }
+    }
+    table.remove(key.as_str());
+    Some(key)
+}
+
+/// JSON or YAML given where TOML is expected.
+fn other_format(text: &str) -> Option<&'static str> {
+    let t = text.trim_start();
+    if t.starts_with('{') || (t.starts_with('[') && t[1..].trim_start().starts_with(['{', '"'])) {
+        return Some("JSON");
+    }
+    let lines: Vec<&str> = t
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let yaml = lines
+        .iter()
+        .filter(|l| {
+            l.starts_with("- ") || (l.contains(": ") && !l.contains('=')) || l.ends_with(':')
+        })
+        .count();
+    (t.starts_with("---") || (!lines.is_empty() && yaml * 2 > lines.len())).then_some("YAML")
+}
+
+/// toml's message without its own "TOML parse error at line ..." framing and snippet,
+/// since we print `PATH:LINE:COL` ourselves; said about `key` when it is known.
+fn toml_message(e: &toml::de::Error, key: Option<&str>) -> String {
+    let msg = e.message().trim();
+    let last = key.map(|k| k.rsplit('.').next().unwrap_or(k));
+    if let Some(rest) = msg.strip_prefix("unknown field") {
+        if msg.contains("unknown field `password`,") {
+            return validate::literal_secret("password");
+        }
+        let mut out = format!("unknown key{rest}");
+        if let (Some(k), Some(expected)) = (last, rest.split_once("expected")) {
+            let names: Vec<&str> = expected.1.split('`').skip(1).step_by(2).collect();
+            if let Some(near) = names
+                .iter()
+                .copied()
+                .filter(|n| strsim::damerau_levenshtein(n, k) <= 2)
+                .min_by_key(|n| strsim::damerau_levenshtein(n, k))
+            {
+                out = format!(
+                    "unknown key `{k}`; did you mean `{near}`? (expected one of{})",
+                    expected
+                        .1
+                        .trim_end_matches('.')
+                        .trim_start_matches(" one of")
+                );
+            }
+        }
+        return out;
+    }
+    match last {
+        Some(k @ ("to" | "cc" | "bcc")) if msg.contains("expected a sequence") => {
+            format!("`{k}` is a list of addresses, even for one: `{k} = [\"you@example.com\"]`")
+        }
+        Some(k) if msg.starts_with("invalid type") => {
+            let expected = msg.split_once("expected ").map_or("", |(_, e)| e);
+            let wanted = match expected {
+                "a sequence" => "a list, in [brackets]",
+                "a string" => "a string, in \"quotes\"",
+                "i64" | "u16" | "u32" | "u64" => "a whole number",
+                "a boolean" => "`true` or `false`",
+                other => other,
+            };
+            format!("`{k}` must be {wanted} ({msg})")
+        }
+        _ => msg.to_owned(),
+    }
 }

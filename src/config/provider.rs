@@ -57,8 +57,11 @@ impl Provider {
         }
     }
 
+    /// The provider named (any case: `Gmail` is `gmail`).
     pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
     }
 
     /// The submission service: host, port, and whether TLS starts at the first byte.
@@ -170,7 +173,7 @@ impl OAuthProvider {
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
+        match name.trim().to_ascii_lowercase().as_str() {
             "microsoft" => Some(OAuthProvider::Microsoft),
             "google" => Some(OAuthProvider::Google),
             _ => None,

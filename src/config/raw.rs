@@ -10,6 +10,9 @@ use toml::Spanned;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTop {
+    /// Keys taken out because they were wrong (reported already).
+    #[serde(skip)]
+    pub stripped: Vec<String>,
     pub from: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
     pub smtp: Option<Spanned<RawSmtp>>,
@@ -100,17 +103,23 @@ pub(super) struct RawOutbox {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJob {
-    pub name: Spanned<String>,
-    pub schedule: Spanned<String>,
+    /// Where the job's table is in the file (set after deserializing).
+    #[serde(skip)]
+    pub span: std::ops::Range<usize>,
+    /// Keys taken out because they were wrong (reported already).
+    #[serde(skip)]
+    pub stripped: Vec<String>,
+    pub name: Option<Spanned<String>>,
+    pub schedule: Option<Spanned<String>>,
     pub timezone: Option<Spanned<String>>,
-    pub to: Spanned<Vec<Spanned<String>>>,
+    pub to: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub cc: Vec<Spanned<String>>,
     #[serde(default)]
     pub bcc: Vec<Spanned<String>>,
     pub reply_to: Option<Spanned<String>>,
     pub from: Option<Spanned<String>>,
-    pub subject: Spanned<String>,
+    pub subject: Option<Spanned<String>>,
     pub body: Option<Spanned<String>>,
     pub body_file: Option<Spanned<String>>,
     pub html: Option<Spanned<String>>,

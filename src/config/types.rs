@@ -224,6 +224,8 @@ pub struct Config {
     /// Index of each job in `jobs` by name.
     pub(crate) by_name: Arc<HashMap<Arc<str>, usize>>,
     pub templates: Arc<Templates>,
+    /// What `check` warns about (valid, but likely not what was meant).
+    pub warnings: Vec<super::Diagnostic>,
 }
 
 /// The `[ledger]` section.

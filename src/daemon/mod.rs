@@ -83,6 +83,11 @@ impl Service {
         };
         let loaded = deliver::load(&self.config, &host, &self.transport).await;
         release_freed_memory();
+        if let Ok(l) = &loaded {
+            for w in &l.config.warnings {
+                warn!(job = w.job.as_deref().unwrap_or(""), "{w}");
+            }
+        }
         loaded
     }
 }

@@ -16,6 +16,13 @@ pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
     let provider = cfg.effective_provider();
     let credential = credential_note(cfg);
 
+    // Bytes that are not an SMTP reply where the greeting was due: TLS, most likely.
+    let garbled = err.class == ErrorClass::Tls
+        || (err.class == ErrorClass::Connect
+            && (err.detail.contains("parse") || err.detail.contains("nvalid response")));
+    if garbled && err.phase == Some(Phase::Greeting) && cfg.tls != TlsMode::Implicit {
+        return Some(greeting_hint(cfg));
+    }
     match err.class {
         ErrorClass::Auth => Some(auth_hint(code, &has, provider, cfg, &credential)),
         ErrorClass::Tls => Some(tls_hint(err, cfg)),
@@ -202,6 +209,19 @@ fn quota_hint(has: &dyn Fn(&str) -> bool, provider: Option<Provider>) -> String 
     format!("the account reached {limit}; {then}")
 }
 
+/// No SMTP greeting, or TLS where a plain greeting was due: the port wants implicit TLS.
+fn greeting_hint(cfg: &SmtpConfig) -> String {
+    if cfg.port == 465 && cfg.tls != TlsMode::Implicit {
+        return "port 465 expects implicit TLS: set `tls = \"implicit\"`".to_owned();
+    }
+    format!(
+        "{}:{} did not greet as an SMTP server does over a plain connection; a server that waits in \
+         silence, or answers with TLS, expects implicit TLS from the first byte (usually port 465): \
+         set `tls = \"implicit\"`",
+        cfg.host, cfg.port
+    )
+}
+
 /// A timeout, by the phase it interrupted.
 fn timeout_hint(err: &Failure, cfg: &SmtpConfig) -> String {
     match err.phase {
@@ -211,14 +231,7 @@ fn timeout_hint(err: &Failure, cfg: &SmtpConfig) -> String {
              carries the same Message-ID, so a duplicate is recognisable as one"
                 .to_owned()
         }
-        Some(Phase::Greeting) if cfg.port == 465 && cfg.tls == TlsMode::Starttls => {
-            "port 465 expects implicit TLS: set `tls = \"implicit\"`".to_owned()
-        }
-        Some(Phase::Greeting) => format!(
-            "{}:{} accepted the connection but sent no greeting; if that port expects TLS from the \
-             first byte (usually 465), set `tls = \"implicit\"`. cronmail will try again",
-            cfg.host, cfg.port
-        ),
+        Some(Phase::Greeting) => greeting_hint(cfg),
         Some(Phase::Tls | Phase::Starttls) => {
             "the TLS handshake did not finish in time; nothing was \
              sent. cronmail will try again"

@@ -21,6 +21,10 @@ use crate::message::Outgoing;
 use crate::oauth2::TokenSource;
 use crate::tls;
 
+/// How long a plain (STARTTLS or no-TLS) connection waits for the server's greeting.
+/// Submission servers greet at once; one that stays silent wants a TLS handshake.
+const GREETING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 tokio::task_local! {
     /// How far the send in this task has got, for the timeout to name the phase it
     /// interrupted (the transaction's future is gone by then).
@@ -217,9 +221,31 @@ impl SmtpMailer {
             Box::new(tcp)
         };
         entering(Phase::Greeting);
-        let mut conn = AsyncSmtpConnection::connect_with_transport(stream, &self.hello)
-            .await
-            .map_err(|e| classify(Phase::Connect, &e))?;
+        // A server that says nothing after the connection is most often one that waits
+        // for a TLS handshake (port 465 with `tls = "starttls"`): do not wait the whole
+        // `timeout` to say so.
+        let wait = if cfg.tls == TlsMode::Implicit {
+            cfg.timeout
+        } else {
+            cfg.timeout.min(GREETING_TIMEOUT)
+        };
+        let mut conn = tokio::time::timeout(
+            wait,
+            AsyncSmtpConnection::connect_with_transport(stream, &self.hello),
+        )
+        .await
+        .map_err(|_| {
+            Failure::new(
+                ErrorClass::Timeout,
+                Some(Phase::Greeting),
+                format!(
+                    "{} accepted the connection but sent no greeting within {}",
+                    self.server(),
+                    humantime::format_duration(wait)
+                ),
+            )
+        })?
+        .map_err(|e| classify(Phase::Greeting, &e))?;
 
         if cfg.tls == TlsMode::Starttls {
             if !conn.server_info().supports_feature(Extension::StartTls) {
@@ -245,7 +271,14 @@ impl SmtpMailer {
                 "the connection is not encrypted; nothing was sent",
             ));
         }
-        // With implicit TLS the pin was checked in the handshake itself.
+        self.check_pin(&mut conn).await?;
+        Ok(conn)
+    }
+
+    /// After STARTTLS, the presented certificate against `tls_fingerprint` (with implicit
+    /// TLS the pin was checked in the handshake itself).
+    async fn check_pin(&self, conn: &mut AsyncSmtpConnection) -> Result<(), Failure> {
+        let cfg = &self.config;
         if let (Some(pin), TlsMode::Starttls) = (&cfg.tls_fingerprint, cfg.tls) {
             let presented = conn
                 .peer_certificate()
@@ -264,7 +297,7 @@ impl SmtpMailer {
                 ));
             }
         }
-        Ok(conn)
+        Ok(())
     }
 
     /// MAIL, RCPT, DATA and the message on an open, authenticated connection.

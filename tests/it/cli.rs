@@ -55,7 +55,19 @@ body = "ok"
         )),
         "{err}"
     );
-    assert!(err.contains("3 problems"), "{err}");
+    // Job `b`'s template is rendered too, although the job is invalid: one pass.
+    assert!(
+        err.contains(&format!(
+            "{p}:14:11: job `b`: template `subject`: undefined variable `nope`"
+        )),
+        "{err}"
+    );
+    // Each problem shows its line, with a caret under the column.
+    assert!(
+        err.contains("5 | schedule = \"0 25 * * *\"\n  |            ^"),
+        "{err}"
+    );
+    assert!(err.contains("4 problems"), "{err}");
 }
 
 #[test]
@@ -69,7 +81,7 @@ fn a_template_error_points_at_the_template_line() {
     // Line 10 of the file is the template's second line.
     assert!(
         err.contains(&format!(
-            "{}:10:1: job `a`: template `body`: undefined value",
+            "{}:10:1: job `a`: template `body`: undefined variable `vars.onwer`; did you mean `vars.owner`?",
             cfg.path.display()
         )),
         "{err}"
@@ -217,11 +229,13 @@ fn an_unreadable_password_source_fails_check() {
     ));
     let out = cronmail(&cfg.path, &["check"], &[]);
     assert_eq!(out.status.code(), Some(78));
+    // Found while validating, with its place, and never after "ok".
     assert!(
-        stderr(&out).contains("the SMTP password cannot be read: reading file"),
+        stderr(&out).contains("jobs.toml:5:17: `password_file`: cannot read"),
         "{}",
         stderr(&out)
     );
+    assert!(!stdout(&out).contains("ok"), "{}", stdout(&out));
 }
 
 #[test]
@@ -477,7 +491,7 @@ fn an_unreadable_password_file_is_a_clear_config_error() {
         let out = cronmail(&cfg.path, cmd, &[]);
         assert_eq!(out.status.code(), Some(78), "{cmd:?}: {}", stderr(&out));
         assert!(
-            stderr(&out).contains("reading file"),
+            stderr(&out).contains("is a folder, not a regular file"),
             "{cmd:?}: {}",
             stderr(&out)
         );

@@ -7,6 +7,7 @@ mod auth;
 mod cli;
 mod delivery;
 mod faults;
+mod first_hour;
 mod ha;
 mod ledger;
 mod oauth2;

@@ -45,17 +45,25 @@ impl Validator<'_> {
         now: DateTime<Utc>,
     ) -> Option<(Job, Origins)> {
         let errors_before = self.errors();
-        let name = raw.name.get_ref().clone();
-        let job = Some(name.as_str());
+        let raw_name = raw.name.clone().unwrap_or_else(|| {
+            self.at(
+                Some(raw.span.clone()),
+                None,
+                "missing `name`: every [[job]] needs one, e.g. `name = \"weekly-report\"`",
+            );
+            Spanned::new(raw.span.clone(), String::new())
+        });
+        let name = raw_name.get_ref().clone();
+        let job = (!name.is_empty()).then_some(name.as_str());
 
-        if name.is_empty()
+        if raw.name.is_some() && name.is_empty()
             || name.len() > MAX_JOB_NAME
             || !name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             self.at(
-                Some(raw.name.span()),
+                Some(raw_name.span()),
                 None,
                 format!(
                     "job name `{}` must be 1 to {MAX_JOB_NAME} letters, digits, `-` or `_`",
@@ -68,9 +76,23 @@ impl Validator<'_> {
             Some(tz) => self.tz(tz, job),
             None => defaults.tz,
         };
-        let (schedule, first) = match tz {
-            Some(tz) => self.schedule(&raw.schedule, tz, interner, now, job),
-            None => (None, None),
+        let (schedule, first) = match (tz, &raw.schedule) {
+            (Some(tz), Some(expr)) => {
+                let (s, first) = self.schedule(expr, tz, interner, now, job);
+                if let (Some(s), Some(first)) = (&s, first) {
+                    self.schedule_warnings(expr, s, first, defaults.smtp, job);
+                }
+                (s, first)
+            }
+            (_, None) if !raw.stripped.iter().any(|k| k == "schedule") => {
+                self.at(
+                    Some(raw_name.span()),
+                    job,
+                    "missing `schedule`: a cron expression such as \"0 9 * * MON\" (Mondays at 09:00)",
+                );
+                (None, None)
+            }
+            _ => (None, None),
         };
         let addresses = self.addresses(&raw, defaults, job);
         let catch_up = raw
@@ -83,21 +105,28 @@ impl Validator<'_> {
             .map_or(defaults.max_late, |d| self.duration(d, "max_late"));
         let origins = self.templates(&raw, &name, templates);
 
-        if self.errors() > errors_before {
-            // The job is invalid and will not be test-rendered: still report its
-            // template mistakes now, with everything else.
-            for (part, origin) in &origins {
-                if let Err(e) = templates.check(&name, *part) {
-                    self.template_error(origin, &name, *part, e.line, &e.message);
-                }
-            }
-            return None;
-        }
         let vars: Vars = raw
             .vars
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))
             .collect();
+        let complete = schedule.is_some()
+            && addresses.from.is_some()
+            && catch_up.is_some()
+            && max_late.is_some();
+        if self.errors() > errors_before || !complete {
+            // The job is invalid and will not be test-rendered with the others: still
+            // render its templates now (for its first occurrence, or for now), so that
+            // their mistakes show in the same pass as everything else.
+            let at = first.unwrap_or(now);
+            let tz = tz.unwrap_or(chrono_tz::UTC);
+            for (part, origin) in &origins {
+                if let Err(e) = templates.render_part(&name, *part, at, tz, &vars) {
+                    self.template_error(origin, &name, *part, e.line, &e.message);
+                }
+            }
+            return None;
+        }
         Some((
             Job {
                 name: name.into(),
@@ -146,13 +175,42 @@ impl Validator<'_> {
         }
     }
 
+    /// A valid schedule that is likely not what was meant. Worked out once per
+    /// expression and zone: 10,000 jobs often share a few schedules.
+    fn schedule_warnings(
+        &mut self,
+        raw: &Spanned<String>,
+        s: &Schedule,
+        first: DateTime<Utc>,
+        smtp: bool,
+        job: Option<&str>,
+    ) {
+        let key = (s.expr().to_owned(), s.tz(), smtp);
+        let found = if let Some(found) = self.schedule_notes.get(&key) {
+            found.clone()
+        } else {
+            let found = schedule_notes(s, first, smtp);
+            self.schedule_notes.insert(key, found.clone());
+            found
+        };
+        for note in found {
+            let note = note.replace("{job}", job.unwrap_or("NAME"));
+            self.warn(Some(raw.span()), job, note);
+        }
+    }
+
     fn addresses(&mut self, raw: &RawJob, defaults: &Defaults, job: Option<&str>) -> Addresses {
+        let here = raw.name.as_ref().map_or(raw.span.clone(), Spanned::span);
         let from = if let Some(f) = &raw.from {
             self.mailbox(f, job, "from")
         } else {
-            if defaults.from.is_none() {
+            // A top-level `from` that is invalid was reported already: no second error.
+            if defaults.from.is_none()
+                && !defaults.from_given
+                && !raw.stripped.iter().any(|k| k == "from")
+            {
                 self.at(
-                    Some(raw.name.span()),
+                    Some(here.clone()),
                     job,
                     "no sender: set `from` in the job or at the top of the file",
                 );
@@ -165,16 +223,24 @@ impl Validator<'_> {
                 .filter_map(|s| v.mailbox(s, job, key))
                 .collect()
         };
-        let to = list(self, raw.to.get_ref(), "to");
+        let raw_to: &[Spanned<String>] = raw.to.as_ref().map_or(&[], |t| t.get_ref());
+        let to_span = raw.to.as_ref().map_or(here, Spanned::span);
+        let to = list(self, raw_to, "to");
         let cc = list(self, &raw.cc, "cc");
         let bcc = list(self, &raw.bcc, "bcc");
-        if raw.to.get_ref().is_empty() && raw.cc.is_empty() && raw.bcc.is_empty() {
-            self.at(Some(raw.to.span()), job, "no recipients: `to` is empty");
+        let stripped = |k: &str| raw.stripped.iter().any(|s| s == k);
+        if raw_to.is_empty() && raw.cc.is_empty() && raw.bcc.is_empty() && !stripped("to") {
+            let message = if raw.to.is_some() {
+                "no recipients: `to` is empty"
+            } else {
+                "no recipients: set `to`, e.g. `to = [\"you@example.com\"]`"
+            };
+            self.at(Some(to_span.clone()), job, message);
         }
-        let recipients = raw.to.get_ref().len() + raw.cc.len() + raw.bcc.len();
+        let recipients = raw_to.len() + raw.cc.len() + raw.bcc.len();
         if recipients > MAX_RECIPIENTS {
             self.at(
-                Some(raw.to.span()),
+                Some(to_span),
                 job,
                 format!("{recipients} recipients, more than the limit of {MAX_RECIPIENTS} per job"),
             );
@@ -197,7 +263,7 @@ impl Validator<'_> {
         let job = Some(name);
         let mut origins = Vec::new();
         let parts = [
-            (Part::Subject, Some(&raw.subject), None, true),
+            (Part::Subject, raw.subject.as_ref(), None, true),
             (Part::Body, raw.body.as_ref(), raw.body_file.as_ref(), true),
             (Part::Html, raw.html.as_ref(), raw.html_file.as_ref(), false),
         ];
@@ -230,9 +296,9 @@ impl Validator<'_> {
                     continue;
                 }
                 (None, None) => {
-                    if required {
+                    if required && !raw.stripped.iter().any(|k| k == key) {
                         self.at(
-                            Some(raw.name.span()),
+                            Some(raw.name.as_ref().map_or(raw.span.clone(), Spanned::span)),
                             job,
                             format!("missing `{key}` (or `{key}_file`)"),
                         );
@@ -307,6 +373,8 @@ impl Validator<'_> {
                     location: Some(location),
                     job: Some(job.to_owned()),
                     message: format!("template `{key}`: {message}"),
+                    warning: false,
+                    snippet: Some(crate::config::diagnostic::redact(self.src.line(location.0))),
                 });
             }
             TemplateOrigin::File(path) => self.diags.push(Diagnostic {
@@ -314,7 +382,49 @@ impl Validator<'_> {
                 location: line.map(|l| (l, 1)),
                 job: Some(job.to_owned()),
                 message: format!("template `{key}_file`: {message}"),
+                warning: false,
+                snippet: None,
             }),
         }
     }
+}
+
+/// What is likely not meant about schedule `s`, whose first occurrence is `first`.
+fn schedule_notes(s: &Schedule, first: DateTime<Utc>, smtp: bool) -> Vec<String> {
+    let mut notes = Vec::new();
+    let week = first + chrono::Duration::days(7);
+    let expr = s.expr();
+    let fields: Vec<&str> = expr.split_whitespace().collect();
+    // `30 9 * * 1-5 *`: five fields and a stray one, read seconds first.
+    if fields.len() == 6 {
+        let five = fields[..5].join(" ");
+        if let Ok(as_five) = Schedule::parse(&five, s.tz()) {
+            let n6 = 1 + s.count_in(first, week, 10_000);
+            let n5 = as_five.count_in(first - chrono::Duration::seconds(1), week, 2_500);
+            // A plausible 5-field reminder fires at most hourly; the 6-field reading at least.
+            if n6 >= 7 * 24 && n5 <= 7 * 24 && n6 > 4 * n5.max(1) {
+                let many = if n6 > 10_000 {
+                    "more than 10,000".to_owned()
+                } else {
+                    n6.to_string()
+                };
+                notes.push(format!(
+                    "`{expr}` has 6 fields, so it is read seconds first ({}) and fires {many} times in the next week; \
+                     if you meant the 5 fields `{five}` ({}), which fire {n5} times, remove the last one",
+                    crate::schedule::explain(expr),
+                    crate::schedule::explain(&five),
+                ));
+            }
+        }
+    }
+    // A real server, mailed more than once an hour, is rarely meant.
+    let hour = first + chrono::Duration::minutes(59) + chrono::Duration::seconds(59);
+    if smtp && s.count_in(first, hour, 1) >= 1 {
+        let per_hour = 1 + s.count_in(first, hour, 3_599);
+        notes.push(format!(
+            "`{expr}` fires {per_hour} times an hour, and [smtp] sends each as real mail; \
+             check the schedule (`cronmail next --job {{job}} --count 5`)"
+        ));
+    }
+    notes
 }

@@ -42,7 +42,11 @@ use crate::secret::SecretSource;
 pub(super) struct Validator<'a> {
     src: &'a Source<'a>,
     diags: Vec<Diagnostic>,
+    /// Worth saying, but not wrong: `check` prints them and exits 0.
+    warnings: Vec<Diagnostic>,
     dir: PathBuf,
+    /// Warnings about a schedule, by expression, zone and whether mail is real.
+    schedule_notes: std::collections::HashMap<(String, Tz, bool), Vec<String>>,
 }
 
 /// `[defaults]` and the top-level fallbacks, resolved; `None` where the value was
@@ -52,6 +56,10 @@ pub(super) struct Defaults {
     pub max_late: Option<Duration>,
     pub tz: Option<Tz>,
     pub from: Option<Mailbox>,
+    /// A top-level `from` was written (if `from` is `None`, it was invalid, and said so).
+    pub from_given: bool,
+    /// Messages go to a real server (`[smtp]`), not the outbox.
+    pub smtp: bool,
 }
 
 impl<'a> Validator<'a> {
@@ -59,6 +67,8 @@ impl<'a> Validator<'a> {
         Validator {
             src,
             diags: Vec::new(),
+            warnings: Vec::new(),
+            schedule_notes: std::collections::HashMap::new(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
     }
@@ -71,6 +81,18 @@ impl<'a> Validator<'a> {
         message: impl Into<String>,
     ) {
         self.diags.push(self.src.at(span, job, message));
+    }
+
+    /// Says something worth knowing at `span` that does not make the file invalid.
+    pub fn warn(
+        &mut self,
+        span: Option<Range<usize>>,
+        job: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let mut d = self.src.at(span, job, message);
+        d.warning = true;
+        self.warnings.push(d);
     }
 
     /// Reports a problem of the file as a whole.
@@ -88,7 +110,12 @@ impl<'a> Validator<'a> {
         self.diags.len()
     }
 
-    pub fn into_diagnostics(self) -> Diagnostics {
+    /// The problems and the warnings, in the order of the file.
+    pub fn into_diagnostics(mut self) -> Diagnostics {
+        self.diags.append(&mut self.warnings);
+        let main = self.src.path.to_path_buf();
+        self.diags
+            .sort_by_key(|d| (d.path != main, d.location.is_some(), d.location));
         Diagnostics(self.diags)
     }
 
@@ -170,6 +197,11 @@ impl<'a> Validator<'a> {
             ),
             jobs: jobs.into_iter().map(Arc::new).collect(),
             templates: Arc::new(templates),
+            warnings: {
+                let mut w = std::mem::take(&mut self.warnings);
+                w.sort_by_key(|d| d.location);
+                w
+            },
         })
     }
 
@@ -198,6 +230,8 @@ impl<'a> Validator<'a> {
                 .map_or(Some(DEFAULT_MAX_LATE), |d| self.duration(d, "max_late")),
             tz,
             from,
+            from_given: top.from.is_some() || top.stripped.iter().any(|k| k == "from"),
+            smtp: top.smtp.is_some(),
         }
     }
 
@@ -213,17 +247,19 @@ impl<'a> Validator<'a> {
         let mut seen = std::collections::HashMap::new();
         let mut origins = Vec::with_capacity(raw_jobs.len());
         for raw in raw_jobs {
-            let name = raw.name.get_ref().clone();
-            if let Some(first) = seen.get(&name) {
-                let (line, _) = self.src.line_col(*first);
-                self.at(
-                    Some(raw.name.span()),
-                    Some(&name),
-                    format!("duplicate job name (first defined on line {line})"),
-                );
-                continue;
+            if let Some(raw_name) = &raw.name {
+                let name = raw_name.get_ref().clone();
+                if let Some(first) = seen.get(&name) {
+                    let (line, _) = self.src.line_col(*first);
+                    self.at(
+                        Some(raw_name.span()),
+                        Some(&name),
+                        format!("duplicate job name (first defined on line {line})"),
+                    );
+                    continue;
+                }
+                seen.insert(name, raw_name.span().start);
             }
-            seen.insert(name, raw.name.span().start);
             if let Some((job, spans)) = self.job(raw, defaults, templates, &mut interner, host.now)
             {
                 jobs.push(job);
@@ -356,6 +392,13 @@ impl<'a> Validator<'a> {
                         "`{key}_command` must name a program, e.g. [\"pass\", \"show\", \"smtp\"]"
                     ),
                 );
+            }
+            Some((span, SecretSource::File(path))) => {
+                // Missing or unreadable now means missing at 9:00 on Monday: say it here,
+                // with its place, rather than after "ok".
+                if let Err(e) = crate::files::read(path, crate::files::MAX_SECRET) {
+                    self.at(Some(span.clone()), None, format!("`{key}_file`: {e}"));
+                }
             }
             Some((span, SecretSource::Credential { name, .. }))
                 if name.is_empty() || name.contains('/') =>

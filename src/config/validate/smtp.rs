@@ -156,6 +156,8 @@ impl Validator<'_> {
             }),
         };
 
+        self.port_warnings(raw, section, port, tls);
+
         if let (Some(TlsMode::None), Some(h)) = (tls, &host)
             && !is_loopback(h)
         {
@@ -237,7 +239,8 @@ impl Validator<'_> {
             );
         }
         match (&username, &password) {
-            (Some(_), None) if auth == AuthMethod::Xoauth2 => {}
+            // A literal `password` was reported: no second error for the same mistake.
+            (Some(_), None) if auth == AuthMethod::Xoauth2 || raw.password.is_some() => {}
             (Some(_), None) => {
                 let span = raw.username.as_ref().map(Spanned::span);
                 self.at(
@@ -303,6 +306,35 @@ impl Validator<'_> {
                     "`token_command` must name a program, e.g. [\"oauth-helper\", \"token\"]",
                 );
             }
+            _ => {}
+        }
+    }
+
+    /// The two commonest mix-ups of port and TLS mode, said before anything connects.
+    fn port_warnings(
+        &mut self,
+        raw: &RawSmtp,
+        section: &Range<usize>,
+        port: Option<u16>,
+        tls: Option<TlsMode>,
+    ) {
+        let at = raw
+            .port
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| raw.tls.as_ref().map(Spanned::span))
+            .unwrap_or_else(|| section.clone());
+        match (port, tls) {
+            (Some(465), Some(TlsMode::Starttls)) => self.warn(
+                Some(at),
+                None,
+                "port 465 expects implicit TLS (TLS from the first byte), but `tls` is `starttls`: set `tls = \"implicit\"`, or use port 587 with STARTTLS",
+            ),
+            (Some(587), Some(TlsMode::Implicit)) => self.warn(
+                Some(at),
+                None,
+                "port 587 expects STARTTLS, but `tls` is `implicit`: set `tls = \"starttls\"`, or use port 465 with implicit TLS",
+            ),
             _ => {}
         }
     }
