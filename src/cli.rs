@@ -13,6 +13,7 @@ pub struct Cli {
         short,
         long,
         global = true,
+        help_heading = "Global options",
         env = "CRONMAIL_CONFIG",
         default_value = "/etc/cronmail/jobs.toml",
         value_name = "PATH"
@@ -20,11 +21,16 @@ pub struct Cli {
     pub config: PathBuf,
 
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, help_heading = "Global options", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log level (error, warn, info, debug, trace) or a tracing filter; overrides `$CRONMAIL_LOG`.
-    #[arg(long, global = true, value_name = "LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        value_name = "LEVEL"
+    )]
     pub log_level: Option<String>,
 
     #[command(subcommand)]
@@ -93,9 +99,10 @@ pub enum Command {
     Send {
         /// The job's name.
         job: String,
-        /// Send to this address instead of the job's recipients.
-        #[arg(long, value_name = "ADDR")]
-        to: Option<String>,
+        /// Send to these addresses instead of the job's recipients (repeat, or separate
+        /// with commas).
+        #[arg(long, value_name = "ADDR", value_delimiter = ',')]
+        to: Vec<String>,
     },
 }
 

@@ -98,7 +98,7 @@ pub fn prepare(
     job: &Job,
     occurrence: DateTime<Utc>,
     date: DateTime<Utc>,
-    redirect: Option<&Mailbox>,
+    redirect: Option<&[Mailbox]>,
 ) -> Result<Outgoing, DeliverError> {
     let rendered = config
         .templates
@@ -121,7 +121,7 @@ pub async fn deliver(
     job: &Job,
     occurrence: DateTime<Utc>,
     now: DateTime<Utc>,
-    redirect: Option<&Mailbox>,
+    redirect: Option<&[Mailbox]>,
 ) -> Result<Sent, (Option<String>, DeliverError)> {
     let out = prepare(&loaded.config, job, occurrence, now, redirect).map_err(|e| (None, e))?;
     match loaded.transport.send(&out).await {
@@ -176,6 +176,7 @@ pub fn log_outcome(
             recipients = sent.out.recipient_count(),
             message_id = %sent.out.message_id,
             smtp_code = sent.delivered.code,
+            transport = a.transport.kind(),
             reply = %sent.delivered.reply,
             elapsed_ms,
             late_ms,

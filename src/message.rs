@@ -69,7 +69,7 @@ pub fn compose(
     rendered: &Rendered,
     occurrence: DateTime<Utc>,
     date: DateTime<Utc>,
-    redirect: Option<&Mailbox>,
+    redirect: Option<&[Mailbox]>,
 ) -> Result<Outgoing, ComposeError> {
     // lettre would encode a line break in a Subject, but a reminder whose subject spans
     // lines is a template bug or an injection attempt: refuse it.
@@ -83,7 +83,9 @@ pub fn compose(
         .date(SystemTime::from(date))
         .message_id(Some(format!("<{id}>")));
     if let Some(to) = redirect {
-        b = b.to(to.clone());
+        for m in to {
+            b = b.to(m.clone());
+        }
     } else {
         for m in &job.to {
             b = b.to(m.clone());

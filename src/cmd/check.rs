@@ -10,7 +10,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::{load_config, print_error, report};
 use crate::config::{Config, SmtpConfig, TransportConfig};
 use crate::exit::Exit;
-use crate::mail::{Mailer, looks_like_app_password};
+use crate::mail::{Mailer, looks_like_app_password, spaced_app_password};
 use crate::oauth2::TokenSource;
 use crate::secret::SecretSource;
 
@@ -104,6 +104,22 @@ async fn credentials(s: &SmtpConfig, path: &Path) -> Result<Option<SecretString>
     match src.read().await {
         Ok(p) => {
             let _ = writeln!(out, "password: readable from {src}");
+            if spaced_app_password(p.expose_secret()) {
+                let gmail = s.effective_provider() == Some(crate::config::Provider::Gmail);
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{}",
+                    if gmail {
+                        format!(
+                            "warning: the password from {src} is a Google App Password with the spaces Google shows; they are only for reading, and cronmail removes them before logging in"
+                        )
+                    } else {
+                        format!(
+                            "warning: the password from {src} looks like a Google App Password with its spaces; cronmail removes them only for Gmail (`provider = \"gmail\"` or an smtp.gmail.com host), so remove them yourself if this server wants the 16 letters"
+                        )
+                    }
+                );
+            }
             Ok(Some(p))
         }
         Err(e) => {

@@ -33,7 +33,7 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
             explain,
         } => next::next(config_path, job.as_deref(), count, from.as_deref(), explain),
         Command::Render { job, at } => next::render(config_path, &job, at.as_deref()),
-        Command::Send { job, to } => send::send(config_path, &job, to.as_deref()).await,
+        Command::Send { job, to } => send::send(config_path, &job, &to).await,
         Command::Oauth2 {
             command: OAuth2Command::Authorize { provider, port },
         } => oauth2::authorize(config_path, provider, port).await,
@@ -118,6 +118,7 @@ fn ledger_exit(e: &LedgerError) -> Exit {
         LedgerError::Locked(_) | LedgerError::NodeTaken { .. } => Exit::TempFail,
         LedgerError::Unreachable { .. } | LedgerError::Db { .. } => Exit::Unavailable,
         LedgerError::Password(_) => Exit::Config,
+        LedgerError::NoAccess(_) => Exit::NoPerm,
         _ => Exit::CantCreate,
     }
 }

@@ -93,6 +93,20 @@ pub fn render(path: &Path, name: &str, at: Option<&str>) -> Exit {
         }
         Err(exit) => return exit,
     };
+    let second = chrono::Duration::seconds(1);
+    if job.schedule.next_after(at - second) != Some(at) {
+        let around = |t: Option<chrono::DateTime<Utc>>| {
+            t.map_or_else(|| "none".to_owned(), |t| deliver::local(job, t))
+        };
+        let before = crate::timer::last_before(&job.schedule, at, at - chrono::Duration::days(366));
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {} is not an occurrence of `{name}` (the one before is {}, the next {}); rendering it anyway",
+            deliver::local(job, at),
+            around(before),
+            around(job.schedule.next_after(at))
+        );
+    }
     // The Date header is the occurrence itself, so the output is reproducible.
     match deliver::prepare(&config, job, at, at, None) {
         Ok(out) => {

@@ -14,21 +14,22 @@ use crate::config::{Host, header_control};
 use crate::deliver::{self, DeliverError};
 use crate::exit::Exit;
 
-pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
-    let redirect = match to.map(Mailbox::from_str).transpose() {
-        Ok(r) => r,
-        Err(e) => {
-            print_error(&format!(
-                "--to `{}` is not a valid address: {e}",
-                to.unwrap_or_default()
-            ));
+pub async fn send(path: &Path, name: &str, to: &[String]) -> Exit {
+    let mut redirect = Vec::new();
+    for t in to.iter().map(|t| t.trim()).filter(|t| !t.is_empty()) {
+        if header_control(t).is_some() {
+            print_error("--to contains a line break or control character");
             return Exit::Usage;
         }
-    };
-    if to.is_some_and(|t| header_control(t).is_some()) {
-        print_error("--to contains a line break or control character");
-        return Exit::Usage;
+        match Mailbox::from_str(t) {
+            Ok(m) => redirect.push(m),
+            Err(e) => {
+                print_error(&format!("--to `{t}` is not a valid address: {e}"));
+                return Exit::Usage;
+            }
+        }
     }
+    let redirect = (!redirect.is_empty()).then_some(redirect);
     let loaded = match deliver::load(path, &Host::from_env(), &crate::mail::make_mailer()).await {
         Ok(l) => l,
         Err(e) => return report_load_error(&e, path),
@@ -41,7 +42,7 @@ pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
     let now = Utc::now();
     let occurrence = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let started = Instant::now();
-    let result = deliver::deliver(&loaded, &job, occurrence, now, redirect.as_ref()).await;
+    let result = deliver::deliver(&loaded, &job, occurrence, now, redirect.as_deref()).await;
     let line = deliver::LogContext {
         job: &job,
         occurrence,
@@ -55,10 +56,9 @@ pub async fn send(path: &Path, name: &str, to: Option<&str>) -> Exit {
             deliver::log_outcome(&line, Ok(&sent), "");
             let _ = writeln!(
                 std::io::stdout(),
-                "sent `{name}` to {} recipient(s): {} {} (Message-ID <{}>)",
+                "sent `{name}` to {} recipient(s): {} (Message-ID <{}>)",
                 sent.out.recipient_count(),
-                sent.delivered.code,
-                sent.delivered.reply,
+                sent.delivered.reply_line(),
                 sent.out.message_id
             );
             Exit::Ok

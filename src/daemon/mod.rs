@@ -101,7 +101,7 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
     let ledger = open_ledger(&first.config).await?;
     let (recorder, writer) = Recorder::spawn(ledger);
     let enabled = first.config.jobs.iter().filter(|j| j.enabled).count();
-    info!(config = %service.config.display(), jobs = enabled, transport = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
+    info!(config = %service.config.display(), jobs = enabled, transport = first.transport.kind(), to = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
 
     // Jobs resume after the last occurrence the ledger has seen, so what was missed
     // while cronmail was down meets the catch-up policy.
@@ -185,7 +185,7 @@ impl Reload for Reloader<'_> {
         let timer = match service.load().await {
             Ok(new) => {
                 let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
-                info!(config = %service.config.display(), jobs, transport = %new.transport.destination(), "configuration reloaded");
+                info!(config = %service.config.display(), jobs, transport = new.transport.kind(), to = %new.transport.destination(), "configuration reloaded");
                 if new.config.state_dir != self.state_dir {
                     warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
                 }

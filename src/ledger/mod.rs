@@ -161,9 +161,30 @@ pub enum LedgerError {
     /// recreated (nothing is sent until it can record).
     #[error("the ledger `{path}` was deleted or replaced, and recreating it failed ({error})")]
     Gone { path: PathBuf, error: String },
+    /// `status` or `history` by a user who may not read the ledger.
+    #[error(
+        "cannot read the ledger `{0}`: permission denied; run as root or as the service's user (for example `sudo cronmail status`)"
+    )]
+    NoAccess(PathBuf),
     /// The ledger writer stopped (the daemon is shutting down).
     #[error("the ledger writer stopped")]
     Stopped,
+}
+
+impl LedgerError {
+    /// Whether opening failed only because this user may not write the ledger (or
+    /// beside it): then a read-only open may still serve `status`.
+    fn is_no_write(&self) -> bool {
+        use rusqlite::ErrorCode::{CannotOpen, PermissionDenied, ReadOnly};
+        match self {
+            LedgerError::Sql { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(ReadOnly | CannotOpen | PermissionDenied)
+            ),
+            LedgerError::Dir { error, .. } => error.kind() == std::io::ErrorKind::PermissionDenied,
+            _ => false,
+        }
+    }
 }
 
 /// The durable record of occurrences. Every method is one transaction.
@@ -258,10 +279,24 @@ pub fn open(
                 Mode::Exclusive => SqliteLedger::open_exclusive(dir)?,
                 Mode::Read => {
                     let path = dir.join("ledger.sqlite3");
-                    if !path.exists() {
-                        return Err(LedgerError::Missing(path));
+                    match std::fs::File::open(&path) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(LedgerError::Missing(path));
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                            return Err(LedgerError::NoAccess(path));
+                        }
+                        Err(error) => return Err(LedgerError::Dir { path, error }),
                     }
-                    SqliteLedger::open_at(&path)?
+                    // Read-write when allowed (it may migrate an old schema); else, as
+                    // a user who may only read, read-only.
+                    match SqliteLedger::open_at(&path) {
+                        Ok(l) => l,
+                        Err(e) if e.is_no_write() => SqliteLedger::open_read_only(&path)
+                            .map_err(|_| LedgerError::NoAccess(path))?,
+                        Err(e) => return Err(e),
+                    }
                 }
             }))
         }

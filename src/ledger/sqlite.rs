@@ -108,6 +108,32 @@ impl SqliteLedger {
         })
     }
 
+    /// Opens the ledger file read-only, without migrating: for `status` and `history`
+    /// run by a user who may read it but not write beside it.
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        let sql = |error| LedgerError::Sql {
+            path: path.to_path_buf(),
+            error,
+        };
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(sql)?;
+        conn.query_row("SELECT COUNT(*) FROM occurrences", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(sql)?;
+        let id = identity(path).map_err(|error| LedgerError::Dir {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(SqliteLedger {
+            path: path.to_path_buf(),
+            conn: Mutex::new((conn, id)),
+            lock: None,
+        })
+    }
+
     fn with<T>(
         &self,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,

@@ -140,6 +140,17 @@ async fn xoauth2(
     Ok(response)
 }
 
+/// A Google App Password as Google shows it, in four groups of four letters with
+/// spaces between (`abcd efgh ijkl mnop`). The spaces are only for reading: the password
+/// is the 16 letters, and cronmail logs in with those (see `SmtpMailer::new`).
+pub fn spaced_app_password(p: &str) -> bool {
+    let groups: Vec<&str> = p.split(' ').collect();
+    groups.len() == 4
+        && groups
+            .iter()
+            .all(|g| g.len() == 4 && g.chars().all(|c| c.is_ascii_lowercase()))
+}
+
 /// Google's App Passwords are 16 lowercase letters, often shown in groups of four.
 pub fn looks_like_app_password(token: &str) -> bool {
     let letters: String = token.chars().filter(|c| *c != ' ').collect();

@@ -28,7 +28,7 @@ pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
         ErrorClass::Tls => Some(tls_hint(err, cfg)),
         ErrorClass::Connect => Some(format!(
             "cronmail could not reach {}:{}. Check `host` and `port`, DNS and the firewall; \
-             port 465 needs `tls = \"implicit\"` and port 587 `tls = \"starttls\"`. cronmail will retry",
+             port 465 needs `tls = \"implicit\"` and port 587 `tls = \"starttls\"`",
             cfg.host, cfg.port
         )),
         ErrorClass::Quota => Some(quota_hint(&has, provider)),
@@ -36,7 +36,10 @@ pub fn hint(err: &Failure, cfg: &SmtpConfig) -> Option<String> {
             if has("4.5.3") && has("sender thread limit") || has("432 4.3.2") {
                 Some("Microsoft 365 allows at most 3 concurrent connections per mailbox; lower `max_connections`".to_owned())
             } else {
-                Some("the server asked to try again later; cronmail will retry".to_owned())
+                Some(
+                    "the server asked to try again later (a 4xx reply): a later attempt may work"
+                        .to_owned(),
+                )
             }
         }
         ErrorClass::Permanent => Some(permanent_hint(err, &has)),
@@ -185,7 +188,7 @@ fn xoauth2_hint(
 
 /// An account's limit: which one, when it resets, and what cronmail does meanwhile.
 fn quota_hint(has: &dyn Fn(&str) -> bool, provider: Option<Provider>) -> String {
-    let then = "cronmail holds this account's sends (nothing is lost) and tries again with backoff, \
+    let then = "the daemon holds this account's sends (nothing is lost) and tries again with backoff, \
                 one attempt first, until `retry_for`";
     if has("too many login attempts") {
         return format!(
@@ -227,23 +230,22 @@ fn timeout_hint(err: &Failure, cfg: &SmtpConfig) -> String {
     match err.phase {
         Some(Phase::Data) => {
             "the server stopped answering during DATA: if the whole message had been \
-             sent, the server may or may not have accepted it. cronmail tries again, and the retry \
-             carries the same Message-ID, so a duplicate is recognisable as one"
+             sent, the server may or may not have accepted it. A retry carries the same Message-ID, so \
+             a duplicate is recognisable as one"
                 .to_owned()
         }
         Some(Phase::Greeting) => greeting_hint(cfg),
         Some(Phase::Tls | Phase::Starttls) => {
             "the TLS handshake did not finish in time; nothing was \
-             sent. cronmail will try again"
+             sent"
                 .to_owned()
         }
-        Some(Phase::Auth) => "the server did not answer the login in time; nothing was sent. \
-             cronmail will try again"
+        Some(Phase::Auth) => "the server did not answer the login in time; nothing was sent"
             .to_owned(),
         Some(Phase::Mail | Phase::Rcpt) => "the server stopped answering before the message was \
-             sent; nothing was delivered. cronmail will try again"
+             sent; nothing was delivered"
             .to_owned(),
-        _ => "the server is slow or unreachable; cronmail will try again. Raise `timeout` if this \
+        _ => "the server is slow or unreachable. Raise `timeout` if this \
               server is always slow"
             .to_owned(),
     }

@@ -30,21 +30,25 @@ use crate::config::{Config, TransportConfig};
 use crate::failure::Failure;
 use crate::message::Outgoing;
 
-pub use auth::looks_like_app_password;
+pub use auth::{looks_like_app_password, spaced_app_password};
 pub use outbox::Outbox;
 pub use smtp::SmtpMailer;
 
 /// The server's answer to a delivered message.
 #[derive(Clone, Debug)]
 pub struct Delivered {
-    pub code: u16,
+    /// The server's reply code; `None` for the outbox, which has no server.
+    pub code: Option<u16>,
     pub reply: String,
 }
 
 impl Delivered {
-    /// `250 2.0.0 Ok: queued as X`: what the ledger keeps.
+    /// `250 2.0.0 Ok: queued as X` (or the outbox's `written to PATH`): what the ledger keeps.
     pub fn reply_line(&self) -> String {
-        format!("{} {}", self.code, self.reply)
+        match self.code {
+            Some(code) => format!("{code} {}", self.reply),
+            None => self.reply.clone(),
+        }
     }
 }
 
@@ -62,6 +66,8 @@ pub trait Transport: Send + Sync {
     fn destination(&self) -> String;
     /// The account's user name, for log lines (empty for the outbox).
     fn username(&self) -> &str;
+    /// `smtp` or `outbox`, for log lines.
+    fn kind(&self) -> &'static str;
 }
 
 /// Builds the transport for a configuration and its password (read from its source).
@@ -91,6 +97,13 @@ impl Transport for Mailer {
 
     fn username(&self) -> &str {
         Mailer::username(self)
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Mailer::Smtp(_) => "smtp",
+            Mailer::Outbox(_) => "outbox",
+        }
     }
 }
 
@@ -136,7 +149,7 @@ impl Mailer {
     pub fn destination(&self) -> String {
         match self {
             Mailer::Smtp(s) => s.server(),
-            Mailer::Outbox(o) => format!("outbox {}", o.dir.display()),
+            Mailer::Outbox(o) => o.dir.display().to_string(),
         }
     }
 

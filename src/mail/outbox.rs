@@ -30,7 +30,7 @@ impl Outbox {
         };
         match result {
             Ok(Ok(())) => Ok(Delivered {
-                code: 250,
+                code: None,
                 reply: format!("written to {}", path.display()),
             }),
             Ok(Err(e)) => Err(failed(&e).with_hint(format!(

@@ -10,7 +10,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::Delivered;
 use super::hint;
@@ -100,6 +100,16 @@ impl SmtpMailer {
             Some(o) => Some(TokenSource::new(o, &config.extra_roots)?),
             None => None,
         };
+        // A Gmail App Password pasted as Google shows it, with spaces: the password is
+        // the 16 letters.
+        let gmail = config.effective_provider() == Some(crate::config::Provider::Gmail);
+        let password = password.map(|p| {
+            if gmail && super::auth::spaced_app_password(p.expose_secret()) {
+                SecretString::from(p.expose_secret().replace(' ', ""))
+            } else {
+                p
+            }
+        });
         Ok(SmtpMailer {
             config: config.clone(),
             password,
@@ -131,7 +141,7 @@ impl SmtpMailer {
         let result = bounded(self.config.timeout, Box::pin(self.transaction(out, permit))).await;
         result
             .map(|response| Delivered {
-                code: u16::from(response.code()),
+                code: Some(u16::from(response.code())),
                 reply: reply_text(&response),
             })
             .map_err(|e| self.hinted(e))

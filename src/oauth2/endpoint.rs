@@ -139,7 +139,7 @@ pub fn request_failure<E: oauth2::ErrorResponse + 'static>(
                     None,
                     format!("the token endpoint {url} {status}"),
                 )
-                .with_hint("the token endpoint is having trouble; cronmail will try again")
+                .with_hint("the token endpoint is having trouble; a later attempt may work")
             } else {
                 Failure::new(ErrorClass::Auth, None, format!("the token endpoint {url} {status}"))
                     .with_hint(format!(
@@ -213,7 +213,7 @@ pub fn refused(
         ),
         "temporarily_unavailable" | "server_error" => (
             ErrorClass::Transient,
-            "the token endpoint is having trouble; cronmail will try again".to_owned(),
+            "the token endpoint is having trouble; a later attempt may work".to_owned(),
         ),
         _ => (
             ErrorClass::Auth,
@@ -247,5 +247,5 @@ fn transport_failure(url: &str, e: &reqwest::Error) -> Failure {
         None,
         format!("reaching the token endpoint: {}", error_chain(e)),
     )
-    .with_hint("cronmail will try again")
+    .with_hint("check the network and DNS; a later attempt may work")
 }

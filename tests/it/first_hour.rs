@@ -202,3 +202,160 @@ fn a_real_account_mailed_more_than_hourly_is_warned_about() {
         stderr(&out)
     );
 }
+
+#[test]
+fn small_things_found_on_the_way() {
+    // `send --to` takes several addresses.
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .outbox()
+        .job(JOB)
+        .write();
+    let out = cronmail(
+        &cfg.path,
+        &[
+            "send",
+            "weekly",
+            "--to",
+            "a@example.com,b@example.com",
+            "--to",
+            "c@example.com",
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("to 3 recipient(s)"),
+        "{}",
+        stdout(&out)
+    );
+    // The outbox has no server, so no SMTP code in its log line; the start-up line is plain.
+    assert!(!stderr(&out).contains("smtp_code"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("transport=\"outbox\"") || stderr(&out).contains("transport=outbox"),
+        "{}",
+        stderr(&out)
+    );
+    // `render --at` an instant that is not an occurrence says so.
+    let out = cronmail(
+        &cfg.path,
+        &["render", "weekly", "--at", "2026-03-03T10:00:00+01:00"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not an occurrence of `weekly` (the one before is 2026-03-02T09:00:00+01:00, the next 2026-03-09T09:00:00+01:00)"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cronmail(
+        &cfg.path,
+        &["render", "weekly", "--at", "2026-03-02T09:00:00+01:00"],
+        &[],
+    );
+    assert!(
+        !stderr(&out).contains("not an occurrence"),
+        "{}",
+        stderr(&out)
+    );
+    // Global options are apart from each command's own.
+    let out = cronmail(&cfg.path, &["check", "--help"], &[]);
+    let help = stdout(&out);
+    let own = help.find("--smtp").unwrap();
+    let global = help.find("Global options:").unwrap();
+    assert!(
+        own < global && help[global..].contains("--config"),
+        "{help}"
+    );
+    // A hint of a manual send never promises a retry.
+    let out = cronmail(
+        &ConfigDir::new(&format!(
+            "{FROM}[smtp]\nhost = \"127.0.0.1\"\nport = {}\n{JOB}",
+            free_port()
+        ))
+        .path,
+        &["send", "weekly"],
+        &[],
+    );
+    assert!(
+        !stderr(&out).contains("will retry") && !stderr(&out).contains("will try again"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn status_as_a_user_who_may_not_read_the_ledger_says_to_run_as_root() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if unsafe_geteuid() != 0 {
+        eprintln!("skipped: needs root, to run `status` as nobody");
+        return;
+    }
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .outbox()
+        .job(JOB)
+        .write();
+    let state = cfg.dir.path().join("state");
+    cronmail::ledger::SqliteLedger::open_exclusive(&state).unwrap();
+    std::fs::set_permissions(cfg.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cfg.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let out = std::process::Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            env!("CARGO_BIN_EXE_cronmail"),
+            "--config",
+        ])
+        .arg(&cfg.path)
+        .arg("status")
+        .env("TZ", "UTC")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("run as root or as the service's user"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !stderr(&out).contains("readonly database"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn unsafe_geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::geteuid()
+    }
+}
+
+#[test]
+fn a_gmail_app_password_pasted_with_its_spaces_works_and_check_says_why() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki)
+        .user("alice", "abcdefghijklmnop")
+        .start();
+    let cfg = JobsToml::new()
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("provider = \"gmail\"")
+        .smtp_key("password_env = \"PW\"")
+        .job(JOB)
+        .write();
+    let env = [("PW", "abcd efgh ijkl mnop")];
+    let out = cronmail(&cfg.path, &["check"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is a Google App Password with the spaces Google shows; they are only for reading, and cronmail removes them"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cronmail(&cfg.path, &["send", "weekly"], &env);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(server.messages().len(), 1);
+}

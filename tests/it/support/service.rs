@@ -174,6 +174,10 @@ impl Transport for RealTime {
     fn username(&self) -> &str {
         self.0.username()
     }
+
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
 }
 
 fn real_time_mailer() -> MakeTransport {
