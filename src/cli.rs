@@ -104,6 +104,8 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", value_delimiter = ',')]
         to: Vec<String>,
     },
+    /// Print the JSON Schema of the jobs file, for editors (taplo, Even Better TOML).
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]

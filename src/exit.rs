@@ -31,6 +31,20 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// Every exit status, for the manual's table (a test checks it names each).
+    pub const ALL: [Exit; 10] = [
+        Exit::Ok,
+        Exit::Usage,
+        Exit::Rejected,
+        Exit::Unavailable,
+        Exit::Software,
+        Exit::CantCreate,
+        Exit::Io,
+        Exit::TempFail,
+        Exit::NoPerm,
+        Exit::Config,
+    ];
+
     pub fn code(self) -> u8 {
         match self {
             Exit::Ok => 0,

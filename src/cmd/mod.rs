@@ -37,10 +37,19 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
         Command::Oauth2 {
             command: OAuth2Command::Authorize { provider, port },
         } => oauth2::authorize(config_path, provider, port).await,
+        Command::Schema => schema(),
         Command::Status => tokio::task::block_in_place(|| status::status(config_path)),
         Command::History { job, limit } => {
             tokio::task::block_in_place(|| status::history(config_path, job.as_deref(), limit))
         }
+    }
+}
+
+fn schema() -> Exit {
+    let text = serde_json::to_string_pretty(&config::schema()).unwrap_or_default();
+    match writeln!(std::io::stdout(), "{text}") {
+        Ok(()) => Exit::Ok,
+        Err(_) => Exit::Io,
     }
 }
 

@@ -24,8 +24,9 @@ pub async fn authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u1
         print_error(&format!(
             "{} has no [smtp.oauth2] section. For Microsoft 365, add:\n\n  \
              [smtp.oauth2]\n  provider = \"microsoft\"\n  client_id = \"YOUR-APP-ID\"\n\n\
-             (the README's \"OAuth2\" section shows how to register the app)",
-            path.display()
+             (how to register the app: {})",
+            path.display(),
+            crate::mail::OAUTH2_GUIDE
         ));
         return Exit::Config;
     };

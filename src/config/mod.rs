@@ -26,6 +26,7 @@ pub use host::{Host, ZoneError, system_timezone};
 pub use provider::{OAuthProvider, Provider, Submission};
 pub use types::*;
 
+pub use raw::schema;
 use raw::{RawJob, RawTop};
 use validate::Validator;
 
@@ -63,7 +64,7 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
     let mut v = Validator::new(&src, path);
 
     if text.trim().is_empty() {
-        v.file("the file is empty; expected an [outbox] or [smtp] section and [[job]] entries (see the README)");
+        v.file("the file is empty; expected an [outbox] or [smtp] section and [[job]] entries (see `man cronmail-jobs.toml`, or docs/jobs.toml.md in the source)");
         return Err(v.into_diagnostics());
     }
 

@@ -114,7 +114,7 @@ impl Provider {
         }
     }
 
-    /// The credential that works in 2026, for the README table and for hints.
+    /// The credential that works in 2026, for the providers table and for hints.
     pub fn credential_advice(self) -> &'static str {
         match self {
             Provider::Gmail => {

@@ -64,7 +64,12 @@ fn credential_note(cfg: &SmtpConfig) -> String {
 /// What to write in `[smtp]` to switch to XOAUTH2.
 const XOAUTH2_EXAMPLE: &str = "in place of the password source, an [smtp.oauth2] section with \
     provider = \"microsoft\" and client_id = \"YOUR-APP-ID\", then run `cronmail oauth2 authorize` once \
-    (the README's \"OAuth2\" section shows the app registration)";
+    (the app registration is in the OAuth2 guide, /usr/share/doc/cronmail/oauth2.md or \
+    docs/oauth2.md in the source)";
+
+/// Where the `OAuth2` guide is, installed and in the source.
+pub(crate) const OAUTH2_GUIDE: &str =
+    "/usr/share/doc/cronmail/oauth2.md (docs/oauth2.md in the source)";
 
 fn auth_hint(
     code: Option<u16>,

@@ -31,6 +31,7 @@ use crate::failure::Failure;
 use crate::message::Outgoing;
 
 pub use auth::{looks_like_app_password, spaced_app_password};
+pub(crate) use hint::OAUTH2_GUIDE;
 pub use outbox::Outbox;
 pub use smtp::SmtpMailer;
 

@@ -6,6 +6,7 @@
 mod auth;
 mod cli;
 mod delivery;
+mod docs;
 mod faults;
 mod first_hour;
 mod ha;

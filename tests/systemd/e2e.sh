@@ -15,28 +15,9 @@ fail() { say "FAIL: $*"; exit 1; }
 
 [ "$(id -u)" = 0 ] || fail "must run as root"
 
-# 1. Tools, and a cached minimal bookworm with systemd.
-need=()
-command -v systemd-nspawn >/dev/null || need+=(systemd-container)
-command -v debootstrap >/dev/null || need+=(debootstrap)
-command -v openssl >/dev/null || need+=(openssl)
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-cache=${CRONMAIL_E2E_CACHE:-/var/cache/cronmail-e2e}
-# procps: /bin/kill, which the unit's ExecReload= runs (the package depends on it).
-include=systemd,systemd-sysv,dbus,procps
-base=$cache/bookworm-$(printf %s "$include" | md5sum | cut -c1-8)
-if [ ! -f "$base/.complete" ]; then
-  say "debootstrapping bookworm into $base (cached for later runs)"
-  rm -rf "$base"
-  mkdir -p "$cache"
-  mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
-  debootstrap --variant=minbase --include="$include" bookworm "$base" "${mirror:-http://deb.debian.org/debian}" >/dev/null
-  touch "$base/.complete"
-fi
+# 1. Tools, and a cached minimal bookworm with systemd (tests/systemd/rootfs.sh).
+. tests/systemd/rootfs.sh
+base=$(bookworm_rootfs)
 
 # 2. The package.
 if [ -z "${CRONMAIL_DEB:-}" ]; then
@@ -120,6 +101,14 @@ ctr systemctl is-enabled cronmail >/dev/null 2>&1 && fail "the package must not 
 
 # The packaged jobs.toml is valid and starts cleanly with no job.
 ctr cronmail --config /etc/cronmail/jobs.toml check >/dev/null || fail "the shipped jobs.toml does not pass check"
+# The manual, the schema the packaged jobs.toml points at, and the docs it names.
+for f in /usr/share/man/man1/cronmail.1 /usr/share/man/man5/cronmail-jobs.toml.5 \
+  /usr/share/doc/cronmail/jobs.toml.md /usr/share/doc/cronmail/oauth2.md; do
+  ctr sh -c "test -f $f || test -f $f.gz" || fail "the package does not ship $f"
+done
+schema=$(ctr sed -n 's|^#:schema file://||p' /etc/cronmail/jobs.toml)
+ctr test -s "$schema" || fail "the packaged jobs.toml points at $schema, which is not shipped"
+ctr sh -c "cronmail schema | cmp -s - $schema" || fail "$schema differs from \`cronmail schema\`"
 
 # 5. Configure it against the host's server, password by LoadCredential=.
 ctr install -m 0644 /root/ca.pem /etc/cronmail/ca.pem

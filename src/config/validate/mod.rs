@@ -152,7 +152,7 @@ impl<'a> Validator<'a> {
                 None
             }
             (None, None) => {
-                self.file("no [smtp] or [outbox] section; add exactly one (see the README)");
+                self.file("no [smtp] or [outbox] section; add exactly one (see `man cronmail-jobs.toml`, or docs/jobs.toml.md in the source)");
                 None
             }
         };
