@@ -102,7 +102,7 @@ pub fn prepare(
 ) -> Result<Outgoing, DeliverError> {
     let rendered = config
         .templates
-        .render(&job.name, occurrence, job.tz(), &job.vars)
+        .render(&job.base, job.occasion(occurrence), job.tz(), &job.vars)
         .map_err(|(part, e)| DeliverError::Render(part, e))?;
     Ok(message::compose(
         job, &rendered, occurrence, date, redirect,

@@ -22,6 +22,9 @@ pub const MAX_SECRET: u64 = 64 * 1024;
 /// Largest `ca_file`: a bundle of every public root is about 220 KB.
 pub const MAX_CA_FILE: u64 = 1024 * 1024;
 
+/// An iCalendar file of omitted days (public holiday feeds are tens of KB).
+pub const MAX_CALENDAR: u64 = 8 * 1024 * 1024;
+
 /// Why a file could not be read. Names the path; never holds the content.
 #[derive(Debug)]
 pub enum FileError {

@@ -68,6 +68,7 @@ pub mod daemon;
 mod deliver;
 mod exit;
 mod failure;
+mod fetch;
 mod files;
 pub mod ledger;
 mod logging;

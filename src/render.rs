@@ -102,9 +102,17 @@ impl TemplateError {
 
 /// The variables a template sees, with the job's `vars`.
 fn available(vars: Option<&Vars>) -> Vec<String> {
-    let mut names: Vec<String> = ["job", "scheduled_at", "date", "time", "weekday"]
-        .map(str::to_owned)
-        .to_vec();
+    let mut names: Vec<String> = [
+        "job",
+        "scheduled_at",
+        "date",
+        "time",
+        "weekday",
+        "event_at",
+        "days_before",
+    ]
+    .map(str::to_owned)
+    .to_vec();
     match vars {
         Some(v) if !v.is_empty() => names.extend(v.0.iter().map(|(k, _)| format!("vars.{k}"))),
         Some(_) => {}
@@ -262,15 +270,17 @@ impl Templates {
             })
     }
 
-    /// Renders one part of a job for the occurrence `at`.
+    /// Renders one part of a job for the send `at` (an instant, or an `Occasion`).
     pub fn render_part(
         &self,
         job: &str,
         part: Part,
-        at: DateTime<Utc>,
+        at: impl Into<Occasion>,
         tz: Tz,
         vars: &Vars,
     ) -> Result<String, TemplateError> {
+        let occasion = at.into();
+        let at = occasion.at;
         let source = self
             .sources
             .get(&(job.to_owned(), part))
@@ -290,6 +300,8 @@ impl Templates {
             date => local.format("%Y-%m-%d").to_string(),
             time => local.format("%H:%M").to_string(),
             weekday => local.format("%A").to_string(),
+            event_at => Value::from_object(ScheduledAt(occasion.event_at.with_timezone(&tz))),
+            days_before => occasion.days_before,
             vars => vars,
         };
         let out = template
@@ -315,10 +327,11 @@ impl Templates {
     pub fn render(
         &self,
         job: &str,
-        at: DateTime<Utc>,
+        at: impl Into<Occasion>,
         tz: Tz,
         vars: &Vars,
     ) -> Result<Rendered, (Part, TemplateError)> {
+        let at = at.into();
         let part = |p| self.render_part(job, p, at, tz, vars).map_err(|e| (p, e));
         Ok(Rendered {
             subject: part(Part::Subject)?,
@@ -329,6 +342,25 @@ impl Templates {
                 None
             },
         })
+    }
+}
+
+/// What a send is: its instant, and the occurrence it is about (itself, or for an
+/// advance warning, the occurrence `days_before` days later).
+#[derive(Clone, Copy, Debug)]
+pub struct Occasion {
+    pub at: DateTime<Utc>,
+    pub event_at: DateTime<Utc>,
+    pub days_before: u32,
+}
+
+impl From<DateTime<Utc>> for Occasion {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self {
+            at,
+            event_at: at,
+            days_before: 0,
+        }
     }
 }
 
@@ -347,7 +379,7 @@ fn strftime(value: &Value, format: &str) -> Result<String, minijinja::Error> {
     let Some(at) = value.downcast_object_ref::<ScheduledAt>() else {
         return Err(minijinja::Error::new(
             ErrorKind::InvalidOperation,
-            "strftime applies to `scheduled_at` only",
+            "strftime applies to `scheduled_at` and `event_at` only",
         ));
     };
     // chrono panics when Display meets a bad specifier; check the items first.

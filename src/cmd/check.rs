@@ -145,16 +145,24 @@ fn print_next(config: &Config, explain: bool) {
             );
         }
         if explain {
-            let _ = writeln!(
-                out,
-                "read: {}\t`{}` = {} in {}",
-                job.name,
-                job.schedule.expr(),
-                crate::schedule::explain(job.schedule.expr()),
-                job.tz()
-            );
+            let _ = writeln!(out, "read: {}\t{} in {}", job.name, how_read(job), job.tz());
         }
     }
+}
+
+/// How a job's schedule was read: a cron expression field by field, or the rule or
+/// times as written.
+pub(super) fn how_read(job: &crate::config::Job) -> String {
+    let mut out = match job.schedule.cron_expr() {
+        Some(expr) => format!("`{expr}` = {}", crate::schedule::explain(expr)),
+        None => format!("`{}`", job.schedule.expr()),
+    };
+    match job.schedule.lead_days() {
+        0 => {}
+        1 => out.push_str(", 1 day before"),
+        n => out = format!("{out}, {n} days before"),
+    }
+    out
 }
 
 /// `--smtp`: TLS, the certificate, and a real login.

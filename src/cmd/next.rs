@@ -27,7 +27,18 @@ pub fn next(
         Ok(f) => f.unwrap_or_else(Utc::now),
         Err(exit) => return exit,
     };
+    // A job with advance warnings is one job per offset (`NAME.7d`); `--job NAME`
+    // shows the next `count` sends of all of them.
+    let warnings = job.filter(|name| {
+        config
+            .jobs
+            .iter()
+            .any(|j| &*j.base == *name && &*j.name != *name)
+    });
     let jobs: Vec<&Arc<Job>> = match job {
+        Some(name) if warnings.is_some() => {
+            config.jobs.iter().filter(|j| &*j.base == name).collect()
+        }
         Some(name) => match find_job(&config, name) {
             Ok(j) => vec![j],
             Err(exit) => return exit,
@@ -39,10 +50,9 @@ pub fn next(
         for job in &jobs {
             let _ = writeln!(
                 err,
-                "{}: `{}` = {} in {}",
+                "{}: {} in {}",
                 job.name,
-                job.schedule.expr(),
-                crate::schedule::explain(job.schedule.expr()),
+                super::check::how_read(job),
                 job.tz()
             );
         }
@@ -51,24 +61,45 @@ pub fn next(
     for job in jobs {
         let mut t = from;
         for _ in 0..count {
-            let Some(n) = job.schedule.next_after(t) else {
+            let Some(o) = job.schedule.next_occurrence(t) else {
                 break;
             };
-            lines.push((n, job));
-            t = n;
+            t = o.at;
+            lines.push((o, job));
         }
     }
-    lines.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    lines.sort_by(|a, b| a.0.at.cmp(&b.0.at).then_with(|| a.1.name.cmp(&b.1.name)));
+    if warnings.is_some() {
+        lines.truncate(count);
+    }
     let mut out = std::io::stdout().lock();
-    for (t, job) in lines {
-        let _ = writeln!(
+    for (o, job) in lines {
+        let local = |t: chrono::DateTime<Utc>| {
+            t.with_timezone(&job.tz())
+                .to_rfc3339_opts(SecondsFormat::Secs, true)
+        };
+        // A fourth column says why a send is where it is, when there is a reason.
+        let mut why = Vec::new();
+        if let Some((day, what)) = &o.moved_from {
+            why.push(format!("moved from {day} ({what})"));
+        }
+        if job.schedule.lead_days() > 0 {
+            let days = job.schedule.lead_days();
+            let unit = if days == 1 { "day" } else { "days" };
+            why.push(format!("{days} {unit} before {}", local(o.event)));
+        }
+        let _ = write!(
             out,
             "{}\t{}\t{}",
             job.name,
-            t.with_timezone(&job.tz())
-                .to_rfc3339_opts(SecondsFormat::Secs, true),
-            t.to_rfc3339_opts(SecondsFormat::Secs, true)
+            local(o.at),
+            o.at.to_rfc3339_opts(SecondsFormat::Secs, true)
         );
+        if why.is_empty() {
+            let _ = writeln!(out);
+        } else {
+            let _ = writeln!(out, "\t{}", why.join("; "));
+        }
     }
     Exit::Ok
 }

@@ -14,6 +14,9 @@ use toml::Spanned;
 /// A duration, written like `30s`, `5m` or `1h 30m`.
 const DURATION: &str = r"^\s*[0-9]+\s*[a-zµ]+(\s*[0-9]+\s*[a-zµ]+)*\s*$";
 
+/// A local time, written like `2026-01-05T09:00` (seconds and an offset optional).
+const LOCAL_TIME: &str = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}";
+
 /// The top level of jobs.toml (its `[[job]]` array is added by `schema`).
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -41,6 +44,10 @@ pub(super) struct RawTop {
     pub delivery: Option<RawDelivery>,
     #[schemars(with = "Option<RawLedger>")]
     pub ledger: Option<Spanned<RawLedger>>,
+    /// Calendars of days to omit, by name: `[calendars.holidays]`.
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawCalendar>")]
+    pub calendars: BTreeMap<String, Spanned<RawCalendar>>,
 }
 
 /// A shared `PostgreSQL` ledger, for several nodes; absent: `SQLite` in `state_dir`.
@@ -111,6 +118,56 @@ pub(super) struct RawDefaults {
     /// A missed occurrence later than this is skipped (default 6h).
     #[schemars(with = "Option<String>", regex(pattern = DURATION))]
     pub max_late: Option<Spanned<String>>,
+    /// Days no job fires on, unless it has its own `omit`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub omit: Option<Spanned<Vec<Spanned<String>>>>,
+    /// What an occurrence on an omitted day does, unless a job says.
+    #[schemars(with = "Option<OnOmitName>")]
+    pub on_omit: Option<Spanned<String>>,
+}
+
+/// A string or a list of strings.
+#[derive(Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn items(&self) -> Vec<&str> {
+        match self {
+            OneOrMany::One(s) => vec![s.as_str()],
+            OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A calendar of days to omit: an iCalendar file of all-day events, read from `file`
+/// or fetched from `url`.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Calendar")]
+pub(super) struct RawCalendar {
+    /// An .ics file, relative to jobs.toml's folder.
+    #[schemars(with = "Option<String>")]
+    pub file: Option<Spanned<String>>,
+    /// An .ics over HTTPS, cached in `state_dir` and refreshed daily.
+    #[schemars(with = "Option<String>", regex(pattern = r"^https://"))]
+    pub url: Option<Spanned<String>>,
+    /// Extra trusted roots (PEM) for `url`, besides the system's.
+    #[schemars(with = "Option<String>")]
+    pub ca_file: Option<Spanned<String>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+#[schemars(rename = "OnOmit")]
+enum OnOmitName {
+    Skip,
+    Before,
+    After,
 }
 
 #[derive(JsonSchema)]
@@ -316,9 +373,39 @@ pub(super) struct RawJob {
     )]
     pub name: Option<Spanned<String>>,
     /// A cron expression (5 fields, or 6 with seconds first), or `@daily` and the like,
-    /// in the job's time zone.
-    #[schemars(with = "String")]
+    /// in the job's time zone. A job has one of `schedule`, `rrule` or `at`.
+    #[schemars(with = "Option<String>")]
     pub schedule: Option<Spanned<String>>,
+    /// An RFC 5545 recurrence rule, e.g. `FREQ=WEEKLY;INTERVAL=2;BYDAY=MO`, from `start`.
+    #[schemars(with = "Option<String>")]
+    pub rrule: Option<Spanned<String>>,
+    /// The rule's first occurrence (its DTSTART): a local time in the job's zone, in
+    /// quotes, e.g. `"2026-01-05T09:00"`.
+    #[schemars(with = "Option<String>", regex(pattern = LOCAL_TIME))]
+    pub start: Option<Spanned<String>>,
+    /// The rule's last possible occurrence, a local time like `start` (inclusive).
+    #[schemars(with = "Option<String>", regex(pattern = LOCAL_TIME))]
+    pub until: Option<Spanned<String>>,
+    /// How many occurrences the rule has, at most.
+    #[schemars(with = "Option<u32>", range(min = 1))]
+    pub count: Option<Spanned<i64>>,
+    /// One-shot reminders: a local time in quotes (`"2027-01-04T09:00"`), or a list.
+    #[schemars(with = "Option<OneOrMany>")]
+    pub at: Option<Spanned<OneOrMany>>,
+    /// Allows an `rrule` that fires more than once a minute.
+    pub allow_frequent: Option<bool>,
+    /// Days not to fire on: `weekends`, a date (`2026-12-31`), or a calendar's name;
+    /// overrides `[defaults] omit`.
+    #[schemars(with = "Option<Vec<String>>")]
+    pub omit: Option<Spanned<Vec<Spanned<String>>>>,
+    /// What an occurrence on an omitted day does: `skip` (default), or move to the
+    /// nearest earlier (`before`) or later (`after`) day that is not omitted.
+    #[schemars(with = "Option<OnOmitName>")]
+    pub on_omit: Option<Spanned<String>>,
+    /// Advance warnings: one send per offset before each occurrence, e.g.
+    /// `["7d", "1d", "0d"]` (`0d` is the occurrence itself).
+    #[schemars(with = "Option<Vec<String>>")]
+    pub before: Option<Spanned<Vec<Spanned<String>>>>,
     /// The job's time zone (IANA), overriding the top-level one.
     #[schemars(with = "Option<String>")]
     pub timezone: Option<Spanned<String>>,
@@ -376,6 +463,21 @@ pub fn schema() -> serde_json::Value {
     let mut schema = generator.into_root_schema_for::<RawTop>().to_value();
     let obj = schema.as_object_mut().expect("an object schema");
     obj.insert("title".into(), "cronmail jobs.toml".into());
+    // A job has exactly one of `schedule`, `rrule` (with its `start`) and `at`.
+    if let Some(job) = obj
+        .get_mut("$defs")
+        .and_then(|d| d.get_mut("Job"))
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        job.insert(
+            "oneOf".into(),
+            serde_json::json!([
+                {"required": ["schedule"], "not": {"anyOf": [{"required": ["rrule"]}, {"required": ["at"]}]}},
+                {"required": ["rrule", "start"], "not": {"anyOf": [{"required": ["schedule"]}, {"required": ["at"]}]}},
+                {"required": ["at"], "not": {"anyOf": [{"required": ["schedule"]}, {"required": ["rrule"]}]}},
+            ]),
+        );
+    }
     obj["properties"]
         .as_object_mut()
         .expect("properties")

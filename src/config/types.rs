@@ -186,8 +186,12 @@ pub enum TransportConfig {
 /// One validated `[[job]]`.
 #[derive(Clone, Debug)]
 pub struct Job {
-    /// Shared with every `ledger::Key` of its occurrences.
+    /// Shared with every `ledger::Key` of its occurrences. An advance warning of a
+    /// `[[job]]` with `before` is a job of its own, `NAME.7d` (a dot: no job name has
+    /// one, and it is safe in a Message-ID and a file name); the `0d` one is `NAME`.
     pub name: Arc<str>,
+    /// The `[[job]]`'s own name: its templates, `{{ job }}`, and `--job`.
+    pub base: Arc<str>,
     pub schedule: Schedule,
     pub from: Mailbox,
     pub to: Vec<Mailbox>,
@@ -205,6 +209,15 @@ pub struct Job {
 impl Job {
     pub fn tz(&self) -> Tz {
         self.schedule.tz()
+    }
+
+    /// What the send at `at` is about, for its templates.
+    pub fn occasion(&self, at: DateTime<Utc>) -> crate::render::Occasion {
+        crate::render::Occasion {
+            at,
+            event_at: self.schedule.event_of(at),
+            days_before: self.schedule.lead_days(),
+        }
     }
 }
 
@@ -224,6 +237,8 @@ pub struct Config {
     /// Index of each job in `jobs` by name.
     pub(crate) by_name: Arc<HashMap<Arc<str>, usize>>,
     pub templates: Arc<Templates>,
+    /// The calendars fetched from a `url`: the daemon reloads daily to refresh them.
+    pub fetched_calendars: Vec<String>,
     /// What `check` warns about (valid, but likely not what was meant).
     pub warnings: Vec<super::Diagnostic>,
 }

@@ -93,7 +93,7 @@ impl Service {
 }
 
 /// Runs the daemon until `events` yields `Shutdown` (or closes).
-pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Result<(), StartError> {
+pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<(), StartError> {
     let clock = Arc::clone(&service.clock);
     let notify = Arc::clone(&service.notify);
     let first = Arc::new(service.load().await?);
@@ -117,6 +117,7 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
             return Err(e.into());
         }
     };
+    let mut events = daily_reload(events, !first.config.fetched_calendars.is_empty());
     let timer = Timer::new(first.config.jobs.clone(), clock.now(), &handled);
     notify.notify(&[Notice::Ready, status(&timer)]);
 
@@ -168,6 +169,39 @@ pub async fn run(service: Service, mut events: mpsc::Receiver<Control>) -> Resul
     }
     info!("cronmail stopped");
     Ok(())
+}
+
+/// How often calendars fetched from a `url` are fetched again.
+pub const CALENDAR_REFRESH: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// `events`, and when `daily`, a `Reload` every `CALENDAR_REFRESH`: calendars fetched
+/// from a `url` are refreshed by reloading the configuration, the one path that swaps
+/// what the jobs omit (a failed refresh keeps the last good copy, see `config`).
+fn daily_reload(mut events: mpsc::Receiver<Control>, daily: bool) -> mpsc::Receiver<Control> {
+    if !daily {
+        return events;
+    }
+    let (tx, rx) = mpsc::channel(8);
+    tokio::spawn(async move {
+        let start = tokio::time::Instant::now() + CALENDAR_REFRESH;
+        let mut tick = tokio::time::interval_at(start, CALENDAR_REFRESH);
+        loop {
+            let event = tokio::select! {
+                e = events.recv() => match e {
+                    Some(e) => e,
+                    None => break,
+                },
+                _ = tick.tick() => {
+                    info!("refreshing the calendars fetched from a url (a daily reload)");
+                    Control::Reload
+                }
+            };
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 /// A reload: load jobs.toml again, and swap the whole configuration or keep the old.

@@ -113,6 +113,11 @@ fn every_key_of_the_schema_is_documented_and_every_documented_key_exists() {
         ("[delivery]", properties(&schema, &top["delivery"]), ""),
         ("[defaults]", properties(&schema, &top["defaults"]), ""),
         ("[ledger]", properties(&schema, &top["ledger"]), ""),
+        (
+            "[calendars.NAME]",
+            properties(&schema, &schema["$defs"]["Calendar"]),
+            "",
+        ),
         ("[[job]]", job.clone(), "job"),
     ] {
         let in_schema = keys(&table, parent);

@@ -4,6 +4,7 @@
 //! SMTP tests need Python's aiosmtpd; `./scripts/test` installs it into `.venv`.
 
 mod auth;
+mod calendar;
 mod cli;
 mod delivery;
 mod docs;

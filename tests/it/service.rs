@@ -309,3 +309,95 @@ async fn an_authentication_hold_logs_in_rarely_and_a_reload_with_the_right_passw
     );
     daemon.stop().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn calendar_jobs_send_each_warning_once_moved_days_on_theirs_and_a_restart_sends_nothing_twice()
+ {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let jobs = JobsToml::new()
+        .job(
+            "[[job]]\nname = \"renewal\"\nat = \"2026-03-04T09:00\"\nbefore = [\"2d\", \"1d\", \"0d\"]\n\
+             to = [\"a@example.com\"]\nsubject = \"{{ job }} in {{ days_before }} ({{ date }})\"\nbody = \"b\"",
+        )
+        .job(
+            "[[job]]\nname = \"standup\"\nrrule = \"FREQ=DAILY\"\nstart = \"2026-03-01T10:00\"\n\
+             omit = [\"weekends\", \"2026-03-03\"]\non_omit = \"after\"\n\
+             to = [\"a@example.com\"]\nsubject = \"{{ job }} {{ date }}\"\nbody = \"b\"",
+        );
+    let cfg = config(&server, &pki, PASSWORD, "", jobs);
+    // Sunday 1 March 2026, before anything is due.
+    let daemon = InProcess::start(&cfg, utc("2026-03-01T08:00:00Z"));
+    pass(3 * 86_400 + 2 * 3600 + 30).await; // to Wednesday 4 March, 10:00:30
+    daemon.stop().await.unwrap();
+    let sent = subjects(&server);
+    assert_eq!(
+        sent,
+        [
+            "renewal in 2 (2026-03-02)",
+            // Sunday's standup moved to Monday 10:00, where Monday's own is: one message.
+            "standup 2026-03-02",
+            "renewal in 1 (2026-03-03)",
+            "renewal in 0 (2026-03-04)",
+            // Tuesday's (omitted) moved to Wednesday's: one message again.
+            "standup 2026-03-04",
+        ],
+        "in order of sending"
+    );
+    let recs = records(&cfg);
+    let ids: std::collections::BTreeSet<&str> =
+        recs.iter().map(|r| r.message_id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        recs.len(),
+        "every send has a Message-ID of its own"
+    );
+    assert!(record(&cfg, "renewal.2d", "2026-03-02T09:00:00Z").is_some());
+    assert!(record(&cfg, "renewal.1d", "2026-03-03T09:00:00Z").is_some());
+    assert!(record(&cfg, "renewal", "2026-03-04T09:00:00Z").is_some());
+
+    // A restart a minute later sends nothing again.
+    let daemon = InProcess::start(&cfg, utc("2026-03-04T10:01:00Z"));
+    pass(60).await;
+    daemon.stop().await.unwrap();
+    assert_eq!(
+        subjects(&server).len(),
+        sent.len(),
+        "{:?}",
+        subjects(&server)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_calendar_from_a_url_is_fetched_again_each_day_and_the_new_days_take_effect() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let files = FileServer::start(&pki);
+    let ics = |day: &str| {
+        format!(
+            "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//t//EN\r\nBEGIN:VEVENT\r\nUID:1@t\r\nDTSTAMP:20260101T000000Z\r\n\
+             DTSTART;VALUE=DATE:{day}\r\nSUMMARY:closed\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+        )
+    };
+    // Closed on the 3rd; the next day's copy says the 4th instead.
+    std::fs::write(files.path("days.ics"), ics("20260303")).unwrap();
+    let jobs = JobsToml::new()
+        .section(&format!(
+            "[calendars.closed]\nurl = \"{}\"\nca_file = \"{}\"",
+            files.url("days.ics"),
+            pki.ca.display()
+        ))
+        .every("daily", "0 9 * * *", "omit = [\"closed\"]");
+    let cfg = config(&server, &pki, PASSWORD, "", jobs);
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T08:00:00Z"));
+    pass(3600).await; // 2 March 09:00: sent
+    assert_eq!(files.requests().len(), 1);
+    std::fs::write(files.path("days.ics"), ics("20260304")).unwrap();
+    pass(24 * 3600).await; // the daily reload fetches again; 3 March is open now
+    pass(24 * 3600).await; // 4 March: closed
+    daemon.stop().await.unwrap();
+    assert_eq!(files.requests().len(), 3, "{:?}", files.requests());
+    assert!(record(&cfg, "daily", "2026-03-03T09:00:00Z").is_some());
+    assert!(record(&cfg, "daily", "2026-03-04T09:00:00Z").is_none());
+    assert_eq!(subjects(&server), ["daily 09:00", "daily 09:00"]);
+}

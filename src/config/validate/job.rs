@@ -4,9 +4,9 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use lettre::message::Mailbox;
 use toml::Spanned;
 
@@ -43,7 +43,7 @@ impl Validator<'_> {
         templates: &mut Templates,
         interner: &mut Interner,
         now: DateTime<Utc>,
-    ) -> Option<(Job, Origins)> {
+    ) -> Option<(Job, Origins, Vec<u32>)> {
         let errors_before = self.errors();
         let raw_name = raw.name.clone().unwrap_or_else(|| {
             self.at(
@@ -76,23 +76,22 @@ impl Validator<'_> {
             Some(tz) => self.tz(tz, job),
             None => defaults.tz,
         };
-        let (schedule, first) = match (tz, &raw.schedule) {
-            (Some(tz), Some(expr)) => {
-                let (s, first) = self.schedule(expr, tz, interner, now, job);
-                if let (Some(s), Some(first)) = (&s, first) {
-                    self.schedule_warnings(expr, s, first, defaults.smtp, job);
+        let (schedule, first) = match tz {
+            Some(tz) => match self.when(&raw, tz, interner, now, job) {
+                Some((s, first)) => {
+                    if let (Some(expr), Some(first)) = (&raw.schedule, first) {
+                        self.schedule_warnings(expr, &s, first, defaults.smtp, job);
+                    }
+                    let (s, first) = self.omitted(&raw, defaults, s, first, now, job);
+                    (Some(s), first)
                 }
-                (s, first)
-            }
-            (_, None) if !raw.stripped.iter().any(|k| k == "schedule") => {
-                self.at(
-                    Some(raw_name.span()),
-                    job,
-                    "missing `schedule`: a cron expression such as \"0 9 * * MON\" (Mondays at 09:00)",
-                );
-                (None, None)
-            }
-            _ => (None, None),
+                None => (None, None),
+            },
+            None => (None, None),
+        };
+        let lead = match &raw.before {
+            Some(b) => self.before(b, job),
+            None => Some(vec![0]),
         };
         let addresses = self.addresses(&raw, defaults, job);
         let catch_up = raw
@@ -111,6 +110,7 @@ impl Validator<'_> {
             .map(|(k, v)| (k, v.into_inner()))
             .collect();
         let complete = schedule.is_some()
+            && lead.is_some()
             && addresses.from.is_some()
             && catch_up.is_some()
             && max_late.is_some();
@@ -127,9 +127,9 @@ impl Validator<'_> {
             }
             return None;
         }
+        let name: Arc<str> = name.into();
         Some((
             Job {
-                name: name.into(),
                 schedule: schedule?,
                 from: addresses.from?,
                 to: addresses.to,
@@ -141,38 +141,12 @@ impl Validator<'_> {
                 catch_up: catch_up?,
                 max_late: max_late?,
                 first,
+                base: Arc::clone(&name),
+                name,
             },
             origins,
+            lead?,
         ))
-    }
-
-    /// The schedule, and its first occurrence after `now` (a schedule that never fires
-    /// is reported, and still returned so that the job's other problems show).
-    fn schedule(
-        &mut self,
-        raw: &Spanned<String>,
-        tz: Tz,
-        interner: &mut Interner,
-        now: DateTime<Utc>,
-        job: Option<&str>,
-    ) -> (Option<Schedule>, Option<DateTime<Utc>>) {
-        match interner.parse_validated(raw.get_ref(), tz, now) {
-            Ok((s, fires)) => match fires {
-                Ok(t) => (Some(s), Some(t)),
-                Err(e) => {
-                    self.at(Some(raw.span()), job, e.to_string());
-                    (Some(s), None)
-                }
-            },
-            Err(e) => {
-                self.at(
-                    Some(raw.span()),
-                    job,
-                    format!("invalid schedule `{}`: {e}", raw.get_ref()),
-                );
-                (None, None)
-            }
-        }
     }
 
     /// A valid schedule that is likely not what was meant. Worked out once per
@@ -313,30 +287,37 @@ impl Validator<'_> {
     }
 
     /// Renders every template of every valid job for its first occurrence.
-    pub(super) fn test_render(&mut self, jobs: &[Job], origins: &[Origins], templates: &Templates) {
-        for (job, spans) in jobs.iter().zip(origins) {
+    pub(super) fn test_render(
+        &mut self,
+        jobs: &[Job],
+        origins: &[(usize, Origins)],
+        templates: &Templates,
+    ) {
+        for (i, spans) in origins {
+            let job = &jobs[*i];
             let Some(next) = job.first else {
                 // No occurrence to render for (the schedule's problem is reported): at
                 // least compile them.
                 for (part, origin) in spans {
-                    if let Err(e) = templates.check(&job.name, *part) {
-                        self.template_error(origin, &job.name, *part, e.line, &e.message);
+                    if let Err(e) = templates.check(&job.base, *part) {
+                        self.template_error(origin, &job.base, *part, e.line, &e.message);
                     }
                 }
                 continue;
             };
             for (part, origin) in spans {
-                match templates.render_part(&job.name, *part, next, job.tz(), &job.vars) {
+                let occasion = job.occasion(next);
+                match templates.render_part(&job.base, *part, occasion, job.tz(), &job.vars) {
                     Ok(out) if *part == Part::Subject => {
                         if let Some(bad) = header_control(&out) {
                             let message = format!(
                                 "the subject renders with {bad} for {next}; header values must be one line"
                             );
-                            self.template_error(origin, &job.name, *part, None, &message);
+                            self.template_error(origin, &job.base, *part, None, &message);
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => self.template_error(origin, &job.name, *part, e.line, &e.message),
+                    Err(e) => self.template_error(origin, &job.base, *part, e.line, &e.message),
                 }
             }
         }

@@ -8,6 +8,7 @@ mod job;
 mod ledger;
 mod oauth2;
 mod smtp;
+mod when;
 
 use std::net::IpAddr;
 use std::ops::Range;
@@ -47,6 +48,37 @@ pub(super) struct Validator<'a> {
     dir: PathBuf,
     /// Warnings about a schedule, by expression, zone and whether mail is real.
     schedule_notes: std::collections::HashMap<(String, Tz, bool), Vec<String>>,
+    /// `[calendars.NAME]`, loaded before the jobs.
+    calendars: when::Calendars,
+    omit_cache: when::OmitCache,
+}
+
+/// A job with `before = [...]`: one job per offset, `NAME.7d` (and `NAME` for `0d`),
+/// each with its own ledger entries and Message-IDs; the others are the job itself.
+fn advance_warnings(
+    job: super::types::Job,
+    lead: &[u32],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<super::types::Job> {
+    if lead == [0] {
+        return vec![job];
+    }
+    lead.iter()
+        .map(|&days| {
+            let schedule = job.schedule.clone().with_lead(days);
+            let name: Arc<str> = if days == 0 {
+                Arc::clone(&job.base)
+            } else {
+                format!("{}.{days}d", job.base).into()
+            };
+            super::types::Job {
+                name,
+                first: schedule.validate(now).ok(),
+                schedule,
+                ..job.clone()
+            }
+        })
+        .collect()
 }
 
 /// `[defaults]` and the top-level fallbacks, resolved; `None` where the value was
@@ -60,6 +92,9 @@ pub(super) struct Defaults {
     pub from_given: bool,
     /// Messages go to a real server (`[smtp]`), not the outbox.
     pub smtp: bool,
+    pub omit: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `None` when `[defaults] on_omit` is invalid (reported).
+    pub on_omit: Option<crate::schedule::OnOmit>,
 }
 
 impl<'a> Validator<'a> {
@@ -69,6 +104,8 @@ impl<'a> Validator<'a> {
             diags: Vec::new(),
             warnings: Vec::new(),
             schedule_notes: std::collections::HashMap::new(),
+            calendars: when::Calendars::new(),
+            omit_cache: when::OmitCache::new(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
     }
@@ -157,9 +194,6 @@ impl<'a> Validator<'a> {
             }
         };
 
-        let mut templates = Templates::new();
-        let jobs = self.jobs(raw_jobs, &defaults, &mut templates, host);
-
         let state_dir = match &top.state_dir {
             Some(d) => self.resolve(d.get_ref()),
             None => host
@@ -167,6 +201,16 @@ impl<'a> Validator<'a> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
         };
+        self.calendars = self.calendars(&top.calendars, &state_dir, host.now);
+        let fetched_calendars = top
+            .calendars
+            .iter()
+            .filter(|(_, c)| c.get_ref().url.is_some())
+            .map(|(n, _)| n.clone())
+            .collect();
+        let mut templates = Templates::new();
+        let jobs = self.jobs(raw_jobs, &defaults, &mut templates, host);
+
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
         let ledger = match &top.ledger {
             None => Some(LedgerConfig::Sqlite),
@@ -197,6 +241,7 @@ impl<'a> Validator<'a> {
             ),
             jobs: jobs.into_iter().map(Arc::new).collect(),
             templates: Arc::new(templates),
+            fetched_calendars,
             warnings: {
                 let mut w = std::mem::take(&mut self.warnings);
                 w.sort_by_key(|d| d.location);
@@ -232,6 +277,12 @@ impl<'a> Validator<'a> {
             from,
             from_given: top.from.is_some() || top.stripped.iter().any(|k| k == "from"),
             smtp: top.smtp.is_some(),
+            omit: raw.and_then(|d| d.omit.clone()),
+            on_omit: raw
+                .and_then(|d| d.on_omit.as_ref())
+                .map_or(Some(crate::schedule::OnOmit::Skip), |o| {
+                    self.on_omit(o, None)
+                }),
         }
     }
 
@@ -260,10 +311,11 @@ impl<'a> Validator<'a> {
                 }
                 seen.insert(name, raw_name.span().start);
             }
-            if let Some((job, spans)) = self.job(raw, defaults, templates, &mut interner, host.now)
+            if let Some((job, spans, lead)) =
+                self.job(raw, defaults, templates, &mut interner, host.now)
             {
-                jobs.push(job);
-                origins.push(spans);
+                origins.push((jobs.len(), spans));
+                jobs.extend(advance_warnings(job, &lead, host.now));
             }
         }
         self.test_render(&jobs, &origins, templates);

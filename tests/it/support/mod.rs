@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 mod daemon;
+mod https_files;
 mod jobs;
 mod pg;
 mod pki;
@@ -15,6 +16,7 @@ mod smtpd;
 use std::path::Path;
 
 pub use daemon::*;
+pub use https_files::FileServer;
 pub use jobs::*;
 pub use pg::PgServer;
 pub use pki::Pki;

@@ -1,9 +1,6 @@
 //! A cron expression in a time zone, and its next occurrence after an instant.
 //!
-//! Pure: no clock, no I/O. The daemon asks `next_after(now)`; tests ask it with any
-//! instant they like, across DST changes.
-//!
-//! Semantics, which the README documents:
+//! Semantics, which docs/jobs.toml.md documents:
 //! - 5 fields (`min hour dom month dow`), 6 fields with leading seconds, or an alias
 //!   (`@yearly @annually @monthly @weekly @daily @midnight @hourly`).
 //! - Day of month and day of week follow crontab: when both are restricted, a day
@@ -22,21 +19,7 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 
-/// How far ahead `validate` looks for a first occurrence. A schedule with none in
-/// this window (`0 0 30 2 *`) is treated as one that never fires. Leap days
-/// (`0 0 29 2 *`) recur within 8 years, so 9 covers every real calendar.
-const HORIZON_YEARS: i64 = 9;
-
-/// Why an expression is not a schedule, or never fires, in words.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ScheduleError(pub String);
-
-impl ScheduleError {
-    pub fn contains(&self, text: &str) -> bool {
-        self.0.contains(text)
-    }
-}
+use super::{HORIZON_YEARS, Schedule, ScheduleError};
 
 /// A validated cron expression bound to a time zone.
 ///
@@ -45,7 +28,7 @@ impl ScheduleError {
 /// kept in a small shared cache instead (`parsed`), and redone on a miss in a few
 /// microseconds.
 #[derive(Clone)]
-pub struct Schedule {
+pub struct CronSchedule {
     expr: Arc<str>,
     tz: Tz,
 }
@@ -76,7 +59,7 @@ fn parsed(expr: &Arc<str>) -> Option<Arc<Cron>> {
     Some(cron)
 }
 
-impl fmt::Debug for Schedule {
+impl fmt::Debug for CronSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Schedule({:?} in {})", &*self.expr, self.tz)
     }
@@ -99,7 +82,7 @@ impl Interner {
             Some(shared) => Arc::clone(shared),
             None => self.first_parse(key)?.0,
         };
-        Ok(Schedule { expr, tz })
+        Ok(CronSchedule { expr, tz }.into())
     }
 
     /// Parses `expr` and checks that it fires within the horizon: its first occurrence
@@ -116,7 +99,7 @@ impl Interner {
             Some(shared) => {
                 let shared = Arc::clone(shared);
                 if let Some(first) = self.validated.get(&(Arc::clone(&shared), tz)) {
-                    return Ok((Schedule { expr: shared, tz }, Ok(*first)));
+                    return Ok((CronSchedule { expr: shared, tz }.into(), Ok(*first)));
                 }
                 let cron = parsed(&shared)
                     .ok_or_else(|| ScheduleError(format!("`{key}` no longer parses")))?;
@@ -124,12 +107,12 @@ impl Interner {
             }
             None => self.first_parse(key)?,
         };
-        let schedule = Schedule { expr, tz };
+        let schedule = CronSchedule { expr, tz };
         let first = schedule.validate_with(&cron, now);
         if let Ok(t) = first {
             self.validated.insert((Arc::clone(&schedule.expr), tz), t);
         }
-        Ok((schedule, first))
+        Ok((schedule.into(), first))
     }
 
     /// The first parse of an expression: remembered as seen, and its parse kept in the
@@ -252,30 +235,10 @@ pub fn explain(expr: &str) -> String {
         .join(" ")
 }
 
-impl Schedule {
+impl CronSchedule {
     /// The expression as written (trimmed).
     pub fn expr(&self) -> &str {
         &self.expr
-    }
-
-    /// How many occurrences fall in `(from, until]`, counted up to `cap`.
-    pub fn count_in(&self, from: DateTime<Utc>, until: DateTime<Utc>, cap: usize) -> usize {
-        let mut n = 0;
-        let mut t = from;
-        while n < cap {
-            match self.next_after(t) {
-                Some(next) if next <= until => {
-                    n += 1;
-                    t = next;
-                }
-                _ => break,
-            }
-        }
-        n
-    }
-
-    pub fn parse(expr: &str, tz: Tz) -> Result<Self, ScheduleError> {
-        Interner::default().parse(expr, tz)
     }
 
     pub fn tz(&self) -> Tz {
@@ -340,12 +303,6 @@ impl Schedule {
     }
 
     /// Checks that the schedule fires at all within `HORIZON_YEARS` of `now`.
-    pub fn validate(&self, now: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
-        let cron = parsed(&self.expr)
-            .ok_or_else(|| ScheduleError(format!("schedule `{}` no longer parses", self.expr)))?;
-        self.validate_with(&cron, now)
-    }
-
     fn validate_with(
         &self,
         cron: &Cron,
