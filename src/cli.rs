@@ -70,6 +70,24 @@ pub enum Command {
         /// Also show how each schedule was read, field by field.
         #[arg(long)]
         explain: bool,
+        /// Print JSON (see the manual for the fields).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Draw the coming days: each reminder at its local time, past ones with their state.
+    Agenda {
+        /// How many days, from today.
+        #[arg(long, default_value_t = 7, value_name = "N")]
+        days: u32,
+        /// Also this many days before today (from the ledger).
+        #[arg(long, default_value_t = 1, value_name = "N")]
+        past: u32,
+        /// Only this job.
+        #[arg(long, value_name = "NAME")]
+        job: Option<String>,
+        /// Print JSON (see the manual for the fields).
+        #[arg(long)]
+        json: bool,
     },
     /// Print the exact RFC 5322 message of one occurrence.
     Render {
@@ -80,7 +98,11 @@ pub enum Command {
         at: Option<String>,
     },
     /// Per job: next fire, last sent, last failure, pending count (from the ledger).
-    Status,
+    Status {
+        /// Print JSON (see the manual for the fields).
+        #[arg(long)]
+        json: bool,
+    },
     /// Recent occurrences with their state and the server's reply.
     History {
         /// Only this job.
@@ -89,6 +111,9 @@ pub enum Command {
         /// How many, newest first.
         #[arg(long, default_value_t = 20, value_name = "N")]
         limit: usize,
+        /// Print JSON (see the manual for the fields).
+        #[arg(long)]
+        json: bool,
     },
     /// `OAuth2` for `auth = "xoauth2"` with `[smtp.oauth2]`.
     Oauth2 {

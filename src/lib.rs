@@ -75,6 +75,7 @@ mod logging;
 mod mail;
 mod message;
 mod oauth2;
+mod ops;
 mod persist;
 mod render;
 mod retry;

@@ -336,3 +336,42 @@ mod tests {
         );
     }
 }
+
+/// A URL that may carry a token (a healthchecks.io ping, a webhook): shown and logged
+/// by its host only, never whole.
+#[derive(Clone)]
+pub struct SecretUrl(std::sync::Arc<SecretString>);
+
+impl SecretUrl {
+    pub fn new(url: String) -> Self {
+        SecretUrl(std::sync::Arc::new(SecretString::from(url)))
+    }
+
+    /// The whole URL, to make the request with: never to print.
+    pub fn expose(&self) -> &str {
+        use secrecy::ExposeSecret as _;
+        self.0.expose_secret()
+    }
+
+    /// What logs show: the scheme and host (`https://hc-ping.com`).
+    pub fn host(&self) -> String {
+        let url = self.expose();
+        let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        // Drop user:password@ if present.
+        let host = host.rsplit('@').next().unwrap_or(host);
+        format!("{scheme}://{host}")
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({}/…)", self.host())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/…", self.host())
+    }
+}

@@ -1,6 +1,7 @@
 //! The subcommands, one file each. `main` parses the command line and calls `execute`;
 //! every error is printed here, once, and becomes a sysexits code.
 
+mod agenda;
 mod check;
 mod next;
 mod oauth2;
@@ -31,17 +32,37 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
             count,
             from,
             explain,
-        } => next::next(config_path, job.as_deref(), count, from.as_deref(), explain),
+            json,
+        } => next::next(
+            config_path,
+            &next::NextArgs {
+                job: job.as_deref(),
+                count,
+                from: from.as_deref(),
+                explain,
+                json,
+            },
+        ),
+        Command::Agenda {
+            days,
+            past,
+            job,
+            json,
+        } => tokio::task::block_in_place(|| {
+            agenda::agenda(config_path, days, past, job.as_deref(), json)
+        }),
         Command::Render { job, at } => next::render(config_path, &job, at.as_deref()),
         Command::Send { job, to } => send::send(config_path, &job, &to).await,
         Command::Oauth2 {
             command: OAuth2Command::Authorize { provider, port },
         } => oauth2::authorize(config_path, provider, port).await,
         Command::Schema => schema(),
-        Command::Status => tokio::task::block_in_place(|| status::status(config_path)),
-        Command::History { job, limit } => {
-            tokio::task::block_in_place(|| status::history(config_path, job.as_deref(), limit))
+        Command::Status { json } => {
+            tokio::task::block_in_place(|| status::status(config_path, json))
         }
+        Command::History { job, limit, json } => tokio::task::block_in_place(|| {
+            status::history(config_path, job.as_deref(), limit, json)
+        }),
     }
 }
 
@@ -117,6 +138,14 @@ fn report_start_error(e: &StartError, path: &Path) -> Exit {
         StartError::Ledger(l) => {
             print_error(&e.to_string());
             ledger_exit(l)
+        }
+        StartError::Listen { error, .. } => {
+            print_error(&e.to_string());
+            if error.kind() == std::io::ErrorKind::PermissionDenied {
+                Exit::NoPerm
+            } else {
+                Exit::Unavailable
+            }
         }
     }
 }

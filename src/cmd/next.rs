@@ -12,13 +12,35 @@ use crate::config::Job;
 use crate::deliver;
 use crate::exit::Exit;
 
-pub fn next(
-    path: &Path,
-    job: Option<&str>,
-    count: usize,
-    from: Option<&str>,
-    explain: bool,
-) -> Exit {
+/// `cronmail next`'s options.
+pub struct NextArgs<'a> {
+    pub job: Option<&'a str>,
+    pub count: usize,
+    pub from: Option<&'a str>,
+    pub explain: bool,
+    pub json: bool,
+}
+
+/// One line of `next --json` (fields in cronmail(1), "JSON output").
+pub(super) fn occurrence_json(job: &Job, o: &crate::schedule::Occurrence) -> serde_json::Value {
+    serde_json::json!({
+        "job": &*job.name,
+        "at": o.at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "local": o.at.with_timezone(&job.tz()).to_rfc3339_opts(SecondsFormat::Secs, true),
+        "moved_from": o.moved_from.as_ref().map(|(d, why)| serde_json::json!({"date": d.to_string(), "why": &**why})),
+        "event": o.event.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "days_before": job.schedule.lead_days(),
+    })
+}
+
+pub fn next(path: &Path, args: &NextArgs<'_>) -> Exit {
+    let NextArgs {
+        job,
+        count,
+        from,
+        explain,
+        json,
+    } = *args;
     let config = match load_config(path) {
         Ok(c) => c,
         Err(exit) => return exit,
@@ -71,6 +93,13 @@ pub fn next(
     lines.sort_by(|a, b| a.0.at.cmp(&b.0.at).then_with(|| a.1.name.cmp(&b.1.name)));
     if warnings.is_some() {
         lines.truncate(count);
+    }
+    if json {
+        let items = lines
+            .iter()
+            .map(|(o, job)| occurrence_json(job, o))
+            .collect();
+        return super::status::print_json(&serde_json::Value::Array(items));
     }
     let mut out = std::io::stdout().lock();
     for (o, job) in lines {

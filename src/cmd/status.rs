@@ -12,6 +12,15 @@ use crate::config::{Config, Job};
 use crate::exit::Exit;
 use crate::ledger::{self, Ledger};
 
+/// Opens the ledger of `config` for reading (no lock: a daemon may be running); `None`
+/// when there is none yet and `missing_ok`.
+pub(super) fn open_ledger_if_any(config: &Config) -> Result<Option<Box<dyn Ledger>>, Exit> {
+    match ledger::open(config, None, ledger::Mode::Read) {
+        Err(ledger::LedgerError::Missing(_)) => Ok(None),
+        _ => open_ledger(config).map(Some),
+    }
+}
+
 /// Opens the ledger of `config` for reading (no lock: a daemon may be running).
 fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
     let password = match ledger::password_source(config) {
@@ -32,13 +41,51 @@ fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
 
 /// The config at `path` and its ledger, for the commands that read the ledger. Run
 /// inside `block_in_place`: the `PostgreSQL` client blocks.
-fn config_and_ledger(path: &Path) -> Result<(Config, Box<dyn Ledger>), Exit> {
+pub(super) fn config_and_ledger(path: &Path) -> Result<(Config, Box<dyn Ledger>), Exit> {
     let config = load_config(path)?;
     let ledger = open_ledger(&config)?;
     Ok((config, ledger))
 }
 
-pub fn status(path: &Path) -> Exit {
+/// Prints `value` as JSON, one document.
+pub(super) fn print_json(value: &serde_json::Value) -> Exit {
+    let text = serde_json::to_string_pretty(value).unwrap_or_default();
+    match writeln!(std::io::stdout(), "{text}") {
+        Ok(()) => Exit::Ok,
+        Err(_) => Exit::Io,
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>, job: &Job) -> String {
+    t.with_timezone(&job.tz())
+        .to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `status --json`: one object per job (fields in cronmail(1), "JSON output").
+fn status_json(
+    config: &Config,
+    summary: &std::collections::HashMap<String, ledger::JobSummary>,
+    now: DateTime<Utc>,
+) -> Exit {
+    let jobs: Vec<serde_json::Value> = config
+        .jobs
+        .iter()
+        .map(|job| {
+            let s = summary.get(&*job.name).cloned().unwrap_or_default();
+            serde_json::json!({
+                "job": &*job.name,
+                "enabled": job.enabled,
+                "next": job.enabled.then(|| job.schedule.next_after(now)).flatten().map(|t| rfc3339(t, job)),
+                "last_sent": s.last_sent.map(|(t, id)| serde_json::json!({"at": rfc3339(t, job), "message_id": id})),
+                "last_failure": s.last_failure.map(|(t, class, reply)| serde_json::json!({"at": rfc3339(t, job), "class": class, "reply": reply})),
+                "pending": s.pending,
+            })
+        })
+        .collect();
+    print_json(&serde_json::Value::Array(jobs))
+}
+
+pub fn status(path: &Path, json: bool) -> Exit {
     let (config, ledger) = match config_and_ledger(path) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -51,6 +98,9 @@ pub fn status(path: &Path) -> Exit {
         }
     };
     let now = Utc::now();
+    if json {
+        return status_json(&config, &summary, now);
+    }
     let mut out = std::io::stdout().lock();
     let fmt = |job: &Job, t: DateTime<Utc>| {
         t.with_timezone(&job.tz())
@@ -88,7 +138,7 @@ pub fn status(path: &Path) -> Exit {
     Exit::Ok
 }
 
-pub fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
+pub fn history(path: &Path, job: Option<&str>, limit: usize, json: bool) -> Exit {
     let (config, ledger) = match config_and_ledger(path) {
         Ok(v) => v,
         Err(exit) => return exit,
@@ -100,6 +150,25 @@ pub fn history(path: &Path, job: Option<&str>, limit: usize) -> Exit {
             return Exit::CantCreate;
         }
     };
+    if json {
+        let items: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| {
+                let tz = config.job(&r.key.job).map_or(chrono_tz::UTC, |j| j.tz());
+                serde_json::json!({
+                    "job": &*r.key.job,
+                    "occurrence": crate::deliver::utc(r.key.scheduled_at),
+                    "local": r.key.scheduled_at.with_timezone(&tz).to_rfc3339_opts(SecondsFormat::Secs, true),
+                    "state": r.state.name(),
+                    "attempts": r.attempts,
+                    "message_id": r.message_id,
+                    "reply": r.final_reply.as_deref().or(r.last_reply.as_deref()),
+                    "node": r.node,
+                })
+            })
+            .collect();
+        return print_json(&serde_json::Value::Array(items));
+    }
     let mut out = std::io::stdout().lock();
     for r in records {
         let tz = config.job(&r.key.job).map_or(chrono_tz::UTC, |j| j.tz());

@@ -96,8 +96,10 @@ impl Diagnostics {
 }
 
 /// A line of jobs.toml fit to print: a value that may be a secret is masked (a literal
-/// `password` or `client_secret`, a password inside a URL).
+/// `password` or `client_secret`, a password inside a URL, the path of a ping or
+/// webhook URL, where its token is).
 pub(crate) fn redact(line: &str) -> String {
+    const URL_KEYS: [&str; 3] = ["ping_url", "heartbeat_url", "webhook"];
     const SECRET_KEYS: [&str; 5] = [
         "password",
         "client_secret",
@@ -105,6 +107,15 @@ pub(crate) fn redact(line: &str) -> String {
         "token",
         "refresh_token",
     ];
+    if let Some((key, value)) = line.split_once('=')
+        && URL_KEYS.contains(&key.trim().trim_matches('"'))
+    {
+        let v = value.trim().trim_matches(['"', '\'']);
+        let (scheme, rest) = v.split_once("://").unwrap_or(("", v));
+        let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+        let host = host.rsplit('@').next().unwrap_or(host);
+        return format!("{} = \"{scheme}://{host}/********\"", key.trim_end());
+    }
     if let Some((key, _)) = line.split_once('=') {
         let key = key.trim().trim_matches('"');
         if SECRET_KEYS.contains(&key) {
@@ -226,6 +237,10 @@ mod tests {
 
     #[test]
     fn a_secret_on_the_line_shown_is_masked() {
+        assert_eq!(
+            redact("ping_url = \"https://hc-ping.com/abc-token\""),
+            "ping_url = \"https://hc-ping.com/********\""
+        );
         assert_eq!(redact("password = \"hunter2\""), "password = \"********\"");
         assert_eq!(
             redact("  client_secret = 'x'"),

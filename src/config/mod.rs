@@ -12,6 +12,7 @@ mod diagnostic;
 mod host;
 mod provider;
 mod raw;
+mod schema;
 mod types;
 mod validate;
 
@@ -26,8 +27,8 @@ pub use host::{Host, ZoneError, system_timezone};
 pub use provider::{OAuthProvider, Provider, Submission};
 pub use types::*;
 
-pub use raw::schema;
 use raw::{RawJob, RawTop};
+pub use schema::schema;
 use validate::Validator;
 
 /// Reads and validates `path`. Every problem found is in the returned `Diagnostics`.

@@ -44,6 +44,12 @@ pub(super) struct RawTop {
     pub delivery: Option<RawDelivery>,
     #[schemars(with = "Option<RawLedger>")]
     pub ledger: Option<Spanned<RawLedger>>,
+    #[schemars(with = "Option<RawHttp>")]
+    pub http: Option<Spanned<RawHttp>>,
+    #[schemars(with = "Option<RawMonitor>")]
+    pub monitor: Option<Spanned<RawMonitor>>,
+    #[schemars(with = "Option<RawNotify>")]
+    pub notify: Option<Spanned<RawNotify>>,
     /// Calendars of days to omit, by name: `[calendars.holidays]`.
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawCalendar>")]
@@ -124,6 +130,80 @@ pub(super) struct RawDefaults {
     /// What an occurrence on an omitted day does, unless a job says.
     #[schemars(with = "Option<OnOmitName>")]
     pub on_omit: Option<Spanned<String>>,
+    /// A dead-man's switch (healthchecks.io protocol): `GET URL/start` before each
+    /// attempt, `GET URL` after a delivery, `POST URL/fail` on a failure or a hold.
+    /// It may hold a token: never logged whole.
+    #[schemars(with = "Option<String>", regex(pattern = r"^https?://"))]
+    pub ping_url: Option<Spanned<String>>,
+    /// `ping_url` from this environment variable.
+    #[schemars(with = "Option<String>")]
+    pub ping_url_env: Option<Spanned<String>>,
+    /// `ping_url` from this file (its first line).
+    #[schemars(with = "Option<String>")]
+    pub ping_url_file: Option<Spanned<String>>,
+}
+
+/// The HTTP listener: `/metrics`, `/healthz` and a status page. Off unless set.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Http")]
+pub(super) struct RawHttp {
+    /// Where to listen, e.g. `127.0.0.1:9464`. There is no authentication: keep it on
+    /// loopback or behind a proxy that has some.
+    #[schemars(with = "String")]
+    pub listen: Option<Spanned<String>>,
+}
+
+/// A heartbeat, so that a dead daemon is noticed by the pings that stop.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Monitor")]
+#[allow(clippy::struct_field_names)] // they are jobs.toml's keys
+pub(super) struct RawMonitor {
+    /// Pinged (GET) every `heartbeat_every` while the daemon runs; never logged whole.
+    #[schemars(with = "Option<String>", regex(pattern = r"^https?://"))]
+    pub heartbeat_url: Option<Spanned<String>>,
+    /// `heartbeat_url` from this environment variable.
+    #[schemars(with = "Option<String>")]
+    pub heartbeat_url_env: Option<Spanned<String>>,
+    /// `heartbeat_url` from this file (its first line).
+    #[schemars(with = "Option<String>")]
+    pub heartbeat_url_file: Option<Spanned<String>>,
+    /// How often (default 5m).
+    #[schemars(with = "Option<String>", regex(pattern = DURATION))]
+    pub heartbeat_every: Option<Spanned<String>>,
+}
+
+/// Failure alerts: each final failure and each hold.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Notify")]
+pub(super) struct RawNotify {
+    /// Gets a JSON object by POST (job, occurrence, class, reply, hint, `message_id`);
+    /// never logged whole.
+    #[schemars(with = "Option<String>", regex(pattern = r"^https?://"))]
+    pub webhook: Option<Spanned<String>>,
+    /// `webhook` from this environment variable.
+    #[schemars(with = "Option<String>")]
+    pub webhook_env: Option<Spanned<String>>,
+    /// `webhook` from this file (its first line).
+    #[schemars(with = "Option<String>")]
+    pub webhook_file: Option<Spanned<String>>,
+    /// `json` (default) or `text` (a plain body, as ntfy takes).
+    #[schemars(with = "Option<FormatName>")]
+    pub format: Option<Spanned<String>>,
+    /// A command run without a shell, with the same fields in `CRONMAIL_*`, at most 30 s.
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
+    pub command: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+#[schemars(rename = "Format")]
+enum FormatName {
+    Json,
+    Text,
 }
 
 /// A string or a list of strings.
@@ -402,6 +482,17 @@ pub(super) struct RawJob {
     /// nearest earlier (`before`) or later (`after`) day that is not omitted.
     #[schemars(with = "Option<OnOmitName>")]
     pub on_omit: Option<Spanned<String>>,
+    /// A dead-man's switch (healthchecks.io protocol): `GET URL/start` before each
+    /// attempt, `GET URL` after a delivery, `POST URL/fail` on a failure or a hold.
+    /// It may hold a token: never logged whole.
+    #[schemars(with = "Option<String>", regex(pattern = r"^https?://"))]
+    pub ping_url: Option<Spanned<String>>,
+    /// `ping_url` from this environment variable.
+    #[schemars(with = "Option<String>")]
+    pub ping_url_env: Option<Spanned<String>>,
+    /// `ping_url` from this file (its first line).
+    #[schemars(with = "Option<String>")]
+    pub ping_url_file: Option<Spanned<String>>,
     /// Advance warnings: one send per offset before each occurrence, e.g.
     /// `["7d", "1d", "0d"]` (`0d` is the occurrence itself).
     #[schemars(with = "Option<Vec<String>>")]
@@ -453,72 +544,4 @@ pub(super) struct RawJob {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub vars: BTreeMap<String, Spanned<String>>,
-}
-
-/// The JSON Schema of jobs.toml, for editors (taplo, Even Better TOML) and
-/// `cronmail schema`. TOML has no null, so an optional key is only left out.
-pub fn schema() -> serde_json::Value {
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
-    let job = generator.subschema_for::<RawJob>();
-    let mut schema = generator.into_root_schema_for::<RawTop>().to_value();
-    let obj = schema.as_object_mut().expect("an object schema");
-    obj.insert("title".into(), "cronmail jobs.toml".into());
-    // A job has exactly one of `schedule`, `rrule` (with its `start`) and `at`.
-    if let Some(job) = obj
-        .get_mut("$defs")
-        .and_then(|d| d.get_mut("Job"))
-        .and_then(serde_json::Value::as_object_mut)
-    {
-        job.insert(
-            "oneOf".into(),
-            serde_json::json!([
-                {"required": ["schedule"], "not": {"anyOf": [{"required": ["rrule"]}, {"required": ["at"]}]}},
-                {"required": ["rrule", "start"], "not": {"anyOf": [{"required": ["schedule"]}, {"required": ["at"]}]}},
-                {"required": ["at"], "not": {"anyOf": [{"required": ["schedule"]}, {"required": ["rrule"]}]}},
-            ]),
-        );
-    }
-    obj["properties"]
-        .as_object_mut()
-        .expect("properties")
-        .insert(
-            "job".into(),
-            serde_json::json!({
-                "description": "The jobs, each a [[job]] table.",
-                "type": "array",
-                "items": job.to_value(),
-            }),
-        );
-    drop_null(&mut schema);
-    schema
-}
-
-/// Takes `null` out of every schema (`Option` adds it; TOML cannot write it).
-fn drop_null(value: &mut serde_json::Value) {
-    use serde_json::Value;
-    let Value::Object(map) = value else { return };
-    if let Some(Value::Array(types)) = map.get_mut("type") {
-        types.retain(|t| t != "null");
-        if let [only] = types.as_slice() {
-            let only = only.clone();
-            map.insert("type".into(), only);
-        }
-    }
-    if let Some(Value::Array(any)) = map.get_mut("anyOf") {
-        any.retain(|s| s.get("type").is_none_or(|t| t != "null"));
-        if let [only] = any.as_slice() {
-            let only = only.clone();
-            map.remove("anyOf");
-            if let Value::Object(inner) = only {
-                map.extend(inner);
-            }
-        }
-    }
-    for v in map.values_mut() {
-        match v {
-            Value::Object(_) => drop_null(v),
-            Value::Array(items) => items.iter_mut().for_each(drop_null),
-            _ => {}
-        }
-    }
 }

@@ -204,6 +204,8 @@ pub struct Job {
     pub max_late: Duration,
     /// The first occurrence after the instant the config was loaded (`Host::now`).
     pub first: Option<DateTime<Utc>>,
+    /// A dead-man's switch in the healthchecks.io protocol (`ping_url`).
+    pub ping_url: Option<crate::secret::SecretUrl>,
 }
 
 impl Job {
@@ -239,8 +241,25 @@ pub struct Config {
     pub templates: Arc<Templates>,
     /// The calendars fetched from a `url`: the daemon reloads daily to refresh them.
     pub fetched_calendars: Vec<String>,
+    /// `[http]`, `[monitor]` and `[notify]`.
+    pub ops: OpsConfig,
+    /// The top-level `timezone` (or the machine's): the zone of `agenda`'s days.
+    pub timezone: Tz,
     /// What `check` warns about (valid, but likely not what was meant).
     pub warnings: Vec<super::Diagnostic>,
+}
+
+/// What operators see and hear: the HTTP listener, the heartbeat, failure alerts.
+#[derive(Clone, Debug, Default)]
+pub struct OpsConfig {
+    /// `[http] listen`: `/metrics`, `/healthz` and the status page.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `[monitor] heartbeat_url`, pinged every `heartbeat_every`.
+    pub heartbeat: Option<(crate::secret::SecretUrl, Duration)>,
+    /// `[notify] webhook`, and whether its body is JSON (or plain text).
+    pub webhook: Option<(crate::secret::SecretUrl, bool)>,
+    /// `[notify] command`: run without a shell, the fields in `CRONMAIL_*`.
+    pub command: Option<Vec<String>>,
 }
 
 /// The `[ledger]` section.

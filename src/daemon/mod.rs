@@ -50,6 +50,12 @@ pub enum StartError {
     Secret(#[from] SecretError),
     #[error("{0}")]
     Ledger(#[from] LedgerError),
+    /// `[http] listen` could not be bound.
+    #[error("[http] cannot listen on {addr}: {error}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        error: std::io::Error,
+    },
 }
 
 /// What the daemon runs with: everything that a test replaces.
@@ -99,7 +105,23 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     let first = Arc::new(service.load().await?);
     let state_dir = first.config.state_dir.clone();
     let ledger = open_ledger(&first.config).await?;
+    let ops = crate::ops::Ops::new(Arc::clone(&first.config), https_roots(&first.config));
     let (recorder, writer) = Recorder::spawn(ledger);
+    let recorder = recorder.watched_by(Arc::clone(&ops));
+    let http = match first.config.ops.listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| StartError::Listen { addr, error })?;
+            info!(listen = %addr, "serving /metrics and /healthz");
+            Some(tokio::spawn(crate::ops::serve(
+                listener,
+                Arc::clone(&ops),
+                Arc::clone(&clock),
+            )))
+        }
+    };
     let enabled = first.config.jobs.iter().filter(|j| j.enabled).count();
     info!(config = %service.config.display(), jobs = enabled, transport = first.transport.kind(), to = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
 
@@ -122,7 +144,12 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     notify.notify(&[Notice::Ready, status(&timer)]);
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let worker = Worker::new(Arc::clone(&first), recorder, Arc::clone(&clock));
+    let worker = Worker::new(
+        Arc::clone(&first),
+        recorder,
+        Arc::clone(&clock),
+        Arc::clone(&ops),
+    );
     let worker = tokio::spawn(worker.run(rx, unfinished));
     drop(first);
 
@@ -131,12 +158,22 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
         tx: &tx,
         state_dir: &state_dir,
         ledger_id: &ledger_id,
+        ops: &ops,
+    };
+    // The loop reads the clock at each wake: that is its heartbeat for /healthz.
+    let beating = Beating {
+        inner: Arc::clone(&clock),
+        ops: Arc::clone(&ops),
     };
     let loop_fut = timer_loop(
         timer,
-        &*clock,
+        &beating,
         &mut events,
         |event| {
+            if let TimerEvent::Fire(f) = &event {
+                ops.metrics
+                    .fired((f.fired_at - f.occurrence).to_std().unwrap_or_default());
+            }
             // The worker outlives the loop, so a send only fails if it panicked.
             let _ = tx.send(Msg::Timer(event));
         },
@@ -166,6 +203,9 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     // Every handle on the ledger is gone with the worker: the writer stops and drops it.
     if let Err(e) = writer.await {
         error!(error = %e, "the ledger writer failed");
+    }
+    if let Some(http) = http {
+        http.abort();
     }
     info!("cronmail stopped");
     Ok(())
@@ -204,12 +244,39 @@ fn daily_reload(mut events: mpsc::Receiver<Control>, daily: bool) -> mpsc::Recei
     rx
 }
 
+/// Extra trusted roots for pings and webhooks: the SMTP `ca_file`'s ("the SMTP trust").
+fn https_roots(config: &crate::config::Config) -> Vec<Vec<u8>> {
+    match &config.transport {
+        crate::config::TransportConfig::Smtp(s) => s.extra_roots.clone(),
+        crate::config::TransportConfig::Outbox { .. } => Vec::new(),
+    }
+}
+
+/// The daemon's clock, noting each read in `/healthz`'s heartbeat.
+struct Beating {
+    inner: Arc<dyn Clock>,
+    ops: Arc<crate::ops::Ops>,
+}
+
+impl Clock for Beating {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let now = self.inner.now();
+        self.ops.health.beat(now);
+        now
+    }
+
+    fn spin_window(&self) -> std::time::Duration {
+        self.inner.spin_window()
+    }
+}
+
 /// A reload: load jobs.toml again, and swap the whole configuration or keep the old.
 struct Reloader<'a> {
     service: &'a Service,
     tx: &'a mpsc::UnboundedSender<Msg>,
     state_dir: &'a std::path::Path,
     ledger_id: &'a str,
+    ops: &'a Arc<crate::ops::Ops>,
 }
 
 impl Reload for Reloader<'_> {
@@ -233,6 +300,10 @@ impl Reload for Reloader<'_> {
                     service.clock.now(),
                     &HashMap::new(),
                 );
+                if new.config.ops.listen != self.ops.config().ops.listen {
+                    warn!("[http] listen changed; the new address is used only after a restart");
+                }
+                self.ops.set_config(Arc::clone(&new.config));
                 let _ = self.tx.send(Msg::Reload(Arc::new(new)));
                 service.notify.notify(&[status(&timer)]);
                 Some(timer)

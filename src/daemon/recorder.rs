@@ -42,6 +42,8 @@ enum Req {
 pub struct Recorder {
     tx: mpsc::UnboundedSender<Req>,
     shared: bool,
+    /// Told whether each call's write worked, for `/healthz`.
+    ops: Option<Arc<crate::ops::Ops>>,
 }
 
 impl Recorder {
@@ -66,7 +68,28 @@ impl Recorder {
             }
             on_blocking_pool(move || drop(ledger)).await;
         });
-        (Recorder { tx, shared }, task)
+        (
+            Recorder {
+                tx,
+                shared,
+                ops: None,
+            },
+            task,
+        )
+    }
+
+    /// The same handle, telling `ops` whether the ledger takes writes.
+    #[must_use]
+    pub fn watched_by(mut self, ops: Arc<crate::ops::Ops>) -> Self {
+        self.ops = Some(ops);
+        self
+    }
+
+    fn note<T, E: std::fmt::Display>(&self, r: &Result<T, E>) {
+        if let Some(ops) = &self.ops {
+            ops.health
+                .ledger(r.as_ref().map(drop).map_err(ToString::to_string));
+        }
     }
 
     /// Whether other nodes share the ledger, so that work they leave must be looked for.
@@ -86,7 +109,9 @@ impl Recorder {
         self.tx
             .send(Req::Call(call))
             .map_err(|_| LedgerError::Stopped)?;
-        rx.await.map_err(|_| LedgerError::Stopped)?
+        let r = rx.await.map_err(|_| LedgerError::Stopped)?;
+        self.note(&r);
+        r
     }
 
     /// `sending`, one more attempt: the attempt number, or `None` when another node
@@ -96,7 +121,9 @@ impl Recorder {
         self.tx
             .send(Req::Start(key, now, reply))
             .map_err(|_| Arc::new(LedgerError::Stopped))?;
-        rx.await.map_err(|_| Arc::new(LedgerError::Stopped))?
+        let r = rx.await.map_err(|_| Arc::new(LedgerError::Stopped))?;
+        self.note(&r);
+        r
     }
 
     /// Records a delivery (group-committed).
@@ -105,7 +132,9 @@ impl Recorder {
         self.tx
             .send(Req::Sent(key, reply, at, done))
             .map_err(|_| Arc::new(LedgerError::Stopped))?;
-        rx.await.map_err(|_| Arc::new(LedgerError::Stopped))?
+        let r = rx.await.map_err(|_| Arc::new(LedgerError::Stopped))?;
+        self.note(&r);
+        r
     }
 }
 

@@ -458,7 +458,7 @@ fn a_ledger_deleted_under_a_running_daemon_is_recreated_with_everything_it_held(
 }
 
 /// The EIO shim, built once per test run.
-fn eio_shim() -> std::path::PathBuf {
+pub(crate) fn eio_shim() -> std::path::PathBuf {
     static SHIM: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     SHIM.get_or_init(|| {
         let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("eio-shim.so");

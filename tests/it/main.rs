@@ -13,6 +13,7 @@ mod first_hour;
 mod ha;
 mod ledger;
 mod oauth2;
+mod ops;
 mod schedule;
 mod security;
 mod service;

@@ -43,7 +43,7 @@ systemd-nspawn --quiet --register=no --keep-unit --machine=cronmail-setup-check 
     out=$(scripts/setup)
     printf "%s\n" "$out"
     eval "$(printf "%s\n" "$out" | sed "s/^/export /")"
-    "$CRONMAIL_TEST_PYTHON" -c "import aiosmtpd, jsonschema, dateutil, icalendar; print(\"venv: aiosmtpd\", aiosmtpd.__version__, \"dateutil\", dateutil.__version__, \"icalendar\", icalendar.__version__, \"jsonschema ok\")"
+    "$CRONMAIL_TEST_PYTHON" -c "import aiosmtpd, jsonschema, dateutil, icalendar, prometheus_client; print(\"venv: aiosmtpd\", aiosmtpd.__version__, \"dateutil\", dateutil.__version__, \"icalendar\", icalendar.__version__, \"jsonschema and prometheus_client ok\")"
     "$CRONMAIL_TEST_PG_BIN/initdb" --version
     # Run again: nothing to do, nothing reinstalled.
     scripts/setup >/dev/null 2>"/tmp/again.log"

@@ -89,6 +89,7 @@ impl Validator<'_> {
             },
             None => (None, None),
         };
+        let ping_url = self.ping_url(&raw, defaults, job);
         let lead = match &raw.before {
             Some(b) => self.before(b, job),
             None => Some(vec![0]),
@@ -143,10 +144,30 @@ impl Validator<'_> {
                 first,
                 base: Arc::clone(&name),
                 name,
+                ping_url,
             },
             origins,
             lead?,
         ))
+    }
+
+    /// The job's `ping_url`, else `[defaults]`'s.
+    fn ping_url(
+        &mut self,
+        raw: &RawJob,
+        defaults: &Defaults,
+        job: Option<&str>,
+    ) -> Option<crate::secret::SecretUrl> {
+        self.secret_url(
+            &super::ops::UrlKeys {
+                key: "ping_url",
+                literal: raw.ping_url.as_ref(),
+                env: raw.ping_url_env.as_ref(),
+                file: raw.ping_url_file.as_ref(),
+            },
+            job,
+        )
+        .or_else(|| defaults.ping_url.clone())
     }
 
     /// A valid schedule that is likely not what was meant. Worked out once per

@@ -7,6 +7,7 @@
 mod job;
 mod ledger;
 mod oauth2;
+mod ops;
 mod smtp;
 mod when;
 
@@ -93,6 +94,8 @@ pub(super) struct Defaults {
     /// Messages go to a real server (`[smtp]`), not the outbox.
     pub smtp: bool,
     pub omit: Option<Spanned<Vec<Spanned<String>>>>,
+    /// `[defaults] ping_url`; `None` also when it was invalid (reported).
+    pub ping_url: Option<crate::secret::SecretUrl>,
     /// `None` when `[defaults] on_omit` is invalid (reported).
     pub on_omit: Option<crate::schedule::OnOmit>,
 }
@@ -169,6 +172,7 @@ impl<'a> Validator<'a> {
     /// The whole file: sections first (the jobs fall back on them), then the jobs.
     pub fn build(&mut self, top: RawTop, raw_jobs: Vec<RawJob>, host: &Host) -> Option<Config> {
         let defaults = self.defaults(&top, host);
+        let ops = self.ops(&top);
         let transport = match (top.smtp, top.outbox) {
             (Some(smtp), None) => self.smtp(smtp).map(|s| TransportConfig::Smtp(Box::new(s))),
             (None, Some(outbox)) => {
@@ -242,6 +246,8 @@ impl<'a> Validator<'a> {
             jobs: jobs.into_iter().map(Arc::new).collect(),
             templates: Arc::new(templates),
             fetched_calendars,
+            ops: ops?,
+            timezone: defaults.tz.unwrap_or(chrono_tz::UTC),
             warnings: {
                 let mut w = std::mem::take(&mut self.warnings);
                 w.sort_by_key(|d| d.location);
@@ -278,6 +284,17 @@ impl<'a> Validator<'a> {
             from_given: top.from.is_some() || top.stripped.iter().any(|k| k == "from"),
             smtp: top.smtp.is_some(),
             omit: raw.and_then(|d| d.omit.clone()),
+            ping_url: raw.and_then(|d| {
+                self.secret_url(
+                    &ops::UrlKeys {
+                        key: "ping_url",
+                        literal: d.ping_url.as_ref(),
+                        env: d.ping_url_env.as_ref(),
+                        file: d.ping_url_file.as_ref(),
+                    },
+                    None,
+                )
+            }),
             on_omit: raw
                 .and_then(|d| d.on_omit.as_ref())
                 .map_or(Some(crate::schedule::OnOmit::Skip), |o| {

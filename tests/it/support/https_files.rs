@@ -64,3 +64,82 @@ impl Drop for FileServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real HTTP server on loopback that records each request (`http_recorder.py`).
+pub struct HttpRecorder {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+/// One request the recorder received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl HttpRecorder {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/http_recorder.py");
+        let mut child = Command::new(python())
+            .arg(script)
+            .arg(dir.path().join("requests.jsonl"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("starting the test HTTP server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("the test HTTP server did not start: {line:?}"))
+            .parse()
+            .unwrap();
+        HttpRecorder { port, dir, child }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answer every request with `status` from now on.
+    pub fn answer(&self, status: u16) {
+        std::fs::write(
+            self.dir.path().join("requests.jsonl.status"),
+            status.to_string(),
+        )
+        .unwrap();
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        std::fs::read_to_string(self.dir.path().join("requests.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                Recorded {
+                    method: s("method"),
+                    path: s("path"),
+                    body: s("body"),
+                    content_type: s("type"),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for HttpRecorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

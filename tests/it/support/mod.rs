@@ -16,7 +16,7 @@ mod smtpd;
 use std::path::Path;
 
 pub use daemon::*;
-pub use https_files::FileServer;
+pub use https_files::{FileServer, HttpRecorder};
 pub use jobs::*;
 pub use pg::PgServer;
 pub use pki::Pki;

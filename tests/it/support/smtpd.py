@@ -217,6 +217,9 @@ def main():
                 await asyncio.sleep(rcpt_sleeps.pop(0))
             if spec.get("rcpt_reply"):
                 return spec["rcpt_reply"]
+            # {"address": "550 ..."}: refuse those recipients only.
+            if address in spec.get("rcpt_refuse", {}):
+                return spec["rcpt_refuse"][address]
             envelope.rcpt_tos.append(address)
             return "250 OK"
 

@@ -20,11 +20,13 @@ use super::recorder::Recorder;
 use super::timer_loop::{MAX_SLEEP, TimerEvent};
 use crate::clock::Clock;
 use crate::config::{Job, LedgerConfig};
-use crate::deliver::{self, Loaded, local, utc};
+use crate::deliver::{Loaded, local, utc};
 use crate::ledger::{Key, Record, State};
 use crate::message;
-use crate::retry::{self, Next};
+
 use crate::timer::SkipReason;
+
+mod finish;
 
 /// A fire handed off later than this after its instant gets its own log line.
 const LATE_NOTICE: Duration = Duration::from_secs(1);
@@ -67,10 +69,17 @@ pub(super) struct Worker {
     unrecorded: Vec<(Key, String, DateTime<Utc>)>,
     /// When to look for work other nodes left, or to retry the two queues above.
     next_poll: tokio::time::Instant,
+    /// Metrics, pings and alerts.
+    ops: Arc<crate::ops::Ops>,
 }
 
 impl Worker {
-    pub fn new(current: Arc<Loaded>, recorder: Recorder, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        current: Arc<Loaded>,
+        recorder: Recorder,
+        clock: Arc<dyn Clock>,
+        ops: Arc<crate::ops::Ops>,
+    ) -> Self {
         Worker {
             current,
             recorder,
@@ -85,6 +94,7 @@ impl Worker {
             unclaimed: Vec::new(),
             unrecorded: Vec::new(),
             next_poll: tokio::time::Instant::now(),
+            ops,
         }
     }
 
@@ -121,6 +131,7 @@ impl Worker {
                     self.poll().await;
                 }
             }
+            self.publish_pending();
         }
         self.drain().await;
     }
@@ -489,6 +500,9 @@ impl Worker {
         if !self.running.insert(key.clone()) {
             return;
         }
+        if let Some(url) = &job.ping_url {
+            self.ops.alerts.ping(url, crate::ops::Ping::Start, None);
+        }
         let span = info_span!("deliver", job = %key.job, occurrence = %utc(key.scheduled_at));
         let attempt = Attempt {
             loaded: Arc::clone(&self.current),
@@ -498,97 +512,5 @@ impl Worker {
             clock: Arc::clone(&self.clock),
         };
         self.inflight.spawn(attempt.run().instrument(span));
-    }
-
-    /// Logs an attempt's outcome, and records what comes next.
-    async fn finish(&mut self, done: Done) {
-        let now = self.clock.now();
-        let Done {
-            key,
-            job,
-            attempt,
-            started,
-            result,
-            elsewhere,
-            unrecorded,
-        } = done;
-        if elsewhere {
-            self.late.remove(&key);
-            self.running.remove(&key);
-            tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
-            for k in self.account.abandoned(&key) {
-                self.start(k);
-            }
-            return;
-        }
-        let line = deliver::LogContext {
-            job: &job,
-            occurrence: key.scheduled_at,
-            attempt,
-            transport: &*self.current.transport,
-            elapsed: started.elapsed(),
-            late: self.late.remove(&key),
-        };
-        let err = match result {
-            Ok(sent) => {
-                deliver::log_outcome(&line, Ok(&sent), "");
-                if let Some((reply, at)) = unrecorded {
-                    // Stays in `running` until recorded: not started again meanwhile.
-                    self.unrecorded.push((key, reply, at));
-                    self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
-                    return;
-                }
-                self.running.remove(&key);
-                for k in self.account.succeeded(&key) {
-                    self.start(k);
-                }
-                return;
-            }
-            Err(failed) => failed,
-        };
-        self.running.remove(&key);
-        let (message_id, err) = err;
-        if self.job(&key).is_none() {
-            warn!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: the job was removed from jobs.toml while this attempt ran; recorded as skipped");
-            for k in self.account.abandoned(&key) {
-                self.start(k);
-            }
-            self.give_up_removed(key).await;
-            return;
-        }
-        let delivery = self.current.config.delivery;
-        let class = err.class();
-        let decision = retry::decide(
-            class,
-            attempt,
-            key.scheduled_at,
-            now,
-            &delivery,
-            self.account.hold(),
-            fastrand::f64(),
-        );
-        for (at, k) in self.account.failed(&key, &decision, now) {
-            self.retries.push(Reverse((at, k)));
-        }
-        let then = retry::then(decision.next, &delivery);
-        deliver::log_outcome(&line, Err((message_id.as_deref(), &err)), &then);
-        let class_name = class.name();
-        let reply = err.reply();
-        let result = match decision.next {
-            Next::RetryAt(at) => {
-                self.retries.push(Reverse((at, key.clone())));
-                self.recorder
-                    .call(move |l| l.retry_later(&key, class_name, &reply, at, now))
-                    .await
-            }
-            Next::GiveUp(state) => {
-                self.recorder
-                    .call(move |l| l.give_up(&key, state, class_name, &reply, now))
-                    .await
-            }
-        };
-        if let Err(e) = result {
-            error!(error = %e, "recording the failure in the ledger failed");
-        }
     }
 }
