@@ -131,6 +131,35 @@ pub enum Command {
     },
     /// Print the JSON Schema of the jobs file, for editors (taplo, Even Better TOML).
     Schema,
+    /// Do not send one occurrence of a job (recorded as skipped by hand).
+    Skip {
+        /// The job's name.
+        job: String,
+        /// The next occurrence not already skipped (the default).
+        #[arg(long, conflicts_with = "at")]
+        next: bool,
+        /// This occurrence (RFC 3339).
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+    },
+    /// Skip a job's occurrences (recorded) until --until, or until `cronmail resume`.
+    Pause {
+        /// The job's name.
+        job: String,
+        /// The end of the pause (RFC 3339); default: until resumed.
+        #[arg(long, value_name = "RFC3339")]
+        until: Option<String>,
+    },
+    /// End a job's pause.
+    Resume {
+        /// The job's name.
+        job: String,
+    },
+    /// Send one occurrence of a job now, recorded and retried like any other.
+    Trigger {
+        /// The job's name.
+        job: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -46,9 +46,47 @@ fn selected(job: &Job, only: Option<&str>) -> bool {
     only.is_none_or(|name| &*job.name == name || &*job.base == name)
 }
 
+/// What `cronmail skip` and `pause` hold back.
+#[derive(Default)]
+struct Orders {
+    skips: std::collections::HashSet<(String, DateTime<Utc>)>,
+    paused: std::collections::HashMap<String, Option<DateTime<Utc>>>,
+}
+
+impl Orders {
+    fn read(controls: &[(i64, crate::ledger::Control)], now: DateTime<Utc>) -> Self {
+        Orders {
+            skips: controls
+                .iter()
+                .filter_map(|(_, c)| match c.action {
+                    crate::ledger::Action::Skip(t) => Some((c.job.clone(), t)),
+                    _ => None,
+                })
+                .collect(),
+            paused: crate::ledger::paused(controls, now),
+        }
+    }
+
+    fn held(&self, job: &Job, at: DateTime<Utc>) -> Option<&'static str> {
+        let names = [&*job.name, &*job.base];
+        if names
+            .iter()
+            .any(|n| self.skips.contains(&((*n).to_owned(), at)))
+        {
+            return Some("skipped by hand");
+        }
+        names
+            .iter()
+            .filter_map(|n| self.paused.get(*n))
+            .any(|until| until.is_none_or(|u| at < u))
+            .then_some("paused by hand")
+    }
+}
+
 /// What is to come, from each job's schedule: (items, the count not shown per day).
 fn coming(
     config: &Config,
+    orders: &Orders,
     only: Option<&str>,
     now: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -90,12 +128,13 @@ fn coming(
                         )
                     })
                 });
+            let held = orders.held(job, o.at);
             items.push(Item {
                 at: o.at,
                 job: job.name.to_string(),
                 tz: job.tz(),
-                state: "scheduled",
-                note,
+                state: if held.is_some() { "held" } else { "scheduled" },
+                note: held.map(str::to_owned).or(note),
             });
         }
     }
@@ -155,6 +194,13 @@ pub fn agenda(path: &Path, days: u32, past_days: u32, only: Option<&str>, json: 
     let last = today + Duration::days(i64::from(days.max(1)) - 1);
     let from = midnight(tz, first);
     let until = midnight(tz, last + Duration::days(1));
+    let orders = Orders::read(
+        &ledger
+            .as_ref()
+            .and_then(|l| l.controls_after(0).ok())
+            .unwrap_or_default(),
+        now,
+    );
     let records = match ledger.map(|l| l.history(None, HISTORY)) {
         None => Vec::new(),
         Some(Ok(r)) => r,
@@ -164,7 +210,7 @@ pub fn agenda(path: &Path, days: u32, past_days: u32, only: Option<&str>, json: 
         }
     };
     let mut items = past(&config, records, only, from);
-    let (coming, more) = coming(&config, only, now, until);
+    let (coming, more) = coming(&config, &orders, only, now, until);
     items.extend(coming);
     items.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.job.cmp(&b.job)));
     let mut by_day: BTreeMap<NaiveDate, Vec<Item>> = BTreeMap::new();
@@ -257,6 +303,7 @@ fn draw(
                 "expired" => ("✗ expired  ", "31"),
                 "skipped" => ("- skipped  ", "2"),
                 "pending" | "sending" => ("… pending  ", "33"),
+                "held" => ("- held     ", "2"),
                 _ => ("· scheduled", "0"),
             };
             let local = i.at.with_timezone(&tz);

@@ -8,6 +8,7 @@ mod oauth2;
 mod run;
 mod send;
 mod status;
+mod steer;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -57,6 +58,16 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
             command: OAuth2Command::Authorize { provider, port },
         } => oauth2::authorize(config_path, provider, port).await,
         Command::Schema => schema(),
+        Command::Skip { job, next: _, at } => {
+            tokio::task::block_in_place(|| steer::skip(config_path, &job, at.as_deref()))
+        }
+        Command::Pause { job, until } => {
+            tokio::task::block_in_place(|| steer::pause(config_path, &job, until.as_deref()))
+        }
+        Command::Resume { job } => tokio::task::block_in_place(|| steer::resume(config_path, &job)),
+        Command::Trigger { job } => {
+            tokio::task::block_in_place(|| steer::trigger(config_path, &job))
+        }
         Command::Status { json } => {
             tokio::task::block_in_place(|| status::status(config_path, json))
         }

@@ -22,7 +22,7 @@ pub(super) fn open_ledger_if_any(config: &Config) -> Result<Option<Box<dyn Ledge
 }
 
 /// Opens the ledger of `config` for reading (no lock: a daemon may be running).
-fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
+pub(super) fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
     let password = match ledger::password_source(config) {
         Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
             Ok(p) => Some(p),
@@ -65,6 +65,7 @@ fn rfc3339(t: DateTime<Utc>, job: &Job) -> String {
 fn status_json(
     config: &Config,
     summary: &std::collections::HashMap<String, ledger::JobSummary>,
+    paused: &std::collections::HashMap<String, Option<DateTime<Utc>>>,
     now: DateTime<Utc>,
 ) -> Exit {
     let jobs: Vec<serde_json::Value> = config
@@ -79,10 +80,24 @@ fn status_json(
                 "last_sent": s.last_sent.map(|(t, id)| serde_json::json!({"at": rfc3339(t, job), "message_id": id})),
                 "last_failure": s.last_failure.map(|(t, class, reply)| serde_json::json!({"at": rfc3339(t, job), "class": class, "reply": reply})),
                 "pending": s.pending,
+                "paused": pause_of(job, paused).map(|until| serde_json::json!({"until": until.map(|u| rfc3339(u, job))})),
             })
         })
         .collect();
     print_json(&serde_json::Value::Array(jobs))
+}
+
+/// Whether `job` (or its `[[job]]`) is paused, and until when (`Some(None)`: until
+/// resumed).
+#[allow(clippy::option_option)] // not paused / until resumed / until a time
+fn pause_of(
+    job: &Job,
+    paused: &std::collections::HashMap<String, Option<DateTime<Utc>>>,
+) -> Option<Option<DateTime<Utc>>> {
+    paused
+        .get(&*job.name)
+        .or_else(|| paused.get(&*job.base))
+        .copied()
 }
 
 pub fn status(path: &Path, json: bool) -> Exit {
@@ -98,8 +113,9 @@ pub fn status(path: &Path, json: bool) -> Exit {
         }
     };
     let now = Utc::now();
+    let paused = ledger::paused(&ledger.controls_after(0).unwrap_or_default(), now);
     if json {
-        return status_json(&config, &summary, now);
+        return status_json(&config, &summary, &paused, now);
     }
     let mut out = std::io::stdout().lock();
     let fmt = |job: &Job, t: DateTime<Utc>| {
@@ -134,6 +150,16 @@ pub fn status(path: &Path, json: bool) -> Exit {
             )
         );
         let _ = writeln!(out, "  pending:      {}", s.pending);
+        if let Some(until) = pause_of(job, &paused) {
+            let _ = writeln!(
+                out,
+                "  paused:       {}",
+                until.map_or_else(
+                    || format!("until `cronmail resume {}`", job.base),
+                    |u| format!("until {}", fmt(job, u))
+                )
+            );
+        }
     }
     Exit::Ok
 }

@@ -114,6 +114,22 @@ impl Recorder {
         r
     }
 
+    /// Runs `f`, a read, on the ledger: like `call`, but its success says nothing of
+    /// whether the ledger takes writes (`/healthz`).
+    pub async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (reply, rx) = oneshot::channel();
+        let call: Call = Box::new(move |l| {
+            let _ = reply.send(f(l));
+        });
+        self.tx
+            .send(Req::Call(call))
+            .map_err(|_| LedgerError::Stopped)?;
+        rx.await.map_err(|_| LedgerError::Stopped)?
+    }
+
     /// `sending`, one more attempt: the attempt number, or `None` when another node
     /// holds the occurrence or it is done (group-committed).
     pub async fn start(&self, key: Key, now: DateTime<Utc>) -> Result<Option<u32>, Shared> {

@@ -15,6 +15,7 @@
 //! nodes). `open` is the one way to either, for the daemon (which locks it) and for the
 //! commands that only read it.
 
+mod control;
 mod pg;
 mod sqlite;
 
@@ -28,6 +29,7 @@ use secrecy::SecretString;
 
 use crate::config::{Config, LedgerConfig};
 
+pub use control::{Action, Control, paused};
 pub use pg::{PG_SCHEMA_VERSION, PgLedger};
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 
@@ -229,6 +231,10 @@ pub trait Ledger: Send + Sync {
     fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError>;
     fn summary(&self) -> Result<HashMap<String, JobSummary>, LedgerError>;
     fn get(&self, key: &Key) -> Result<Option<Record>, LedgerError>;
+    /// Stores an order of `cronmail skip`, `pause`, `resume` or `trigger`; its id.
+    fn add_control(&self, control: &Control) -> Result<i64, LedgerError>;
+    /// The orders stored after `id`, oldest first.
+    fn controls_after(&self, id: i64) -> Result<Vec<(i64, Control)>, LedgerError>;
     /// The delivery path's writes, group-committed: each of `sent` as `sent` records it,
     /// then each of `starts` as `start_attempt` does (its result in order). One
     /// transaction where the backend allows, so a burst costs few commits.

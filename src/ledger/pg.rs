@@ -48,9 +48,17 @@ const MIGRATIONS: &[&str] = &[
         WHERE state IN ('pending', 'sending');",
     // 1 -> 2: when the last failure happened (`updated_at` moves on when it is sent).
     "ALTER TABLE cronmail_occurrences ADD COLUMN last_error_at TIMESTAMPTZ;",
+    // 2 -> 3: orders of `cronmail skip`, `pause`, `resume` and `trigger`, for every node.
+    "CREATE TABLE cronmail_controls (
+        id BIGSERIAL PRIMARY KEY,
+        job TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('skip','pause','resume','trigger')),
+        at TIMESTAMPTZ,
+        created_at TIMESTAMPTZ NOT NULL
+    );",
 ];
 
-pub const PG_SCHEMA_VERSION: i32 = 2;
+pub const PG_SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock keys: one for migrations, and a class for "this node name is connected".
 const MIGRATION_LOCK: i64 = 0x6372_6f6e_6d61_696c; // "cronmail"
@@ -254,6 +262,43 @@ fn secs_until(at: DateTime<Utc>, now: DateTime<Utc>) -> f64 {
 }
 
 impl Ledger for PgLedger {
+    fn add_control(&self, control: &super::Control) -> Result<i64, LedgerError> {
+        let (name, at) = control.action.parts();
+        self.with(|c| {
+            c.query_one(
+                "INSERT INTO cronmail_controls (job, action, at, created_at) VALUES ($1, $2, $3, $4) RETURNING id",
+                &[&control.job, &name, &at, &control.created_at],
+            )
+            .map(|r| r.get::<_, i64>(0))
+        })
+    }
+
+    fn controls_after(&self, id: i64) -> Result<Vec<(i64, super::Control)>, LedgerError> {
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT id, job, action, at, created_at FROM cronmail_controls WHERE id > $1 ORDER BY id",
+                &[&id],
+            )?;
+            Ok(rows
+                .iter()
+                .filter_map(|r| {
+                    let action = super::Action::from_parts(
+                        &r.get::<_, String>(2),
+                        r.get::<_, Option<DateTime<Utc>>>(3),
+                    )?;
+                    Some((
+                        r.get::<_, i64>(0),
+                        super::Control {
+                            job: r.get(1),
+                            action,
+                            created_at: r.get(4),
+                        },
+                    ))
+                })
+                .collect())
+        })
+    }
+
     fn claim(&self, items: &[(Key, String)], now: DateTime<Utc>) -> Result<Vec<bool>, LedgerError> {
         let mut seen = HashSet::new();
         let (mut jobs, mut times, mut ids) = (Vec::new(), Vec::new(), Vec::new());

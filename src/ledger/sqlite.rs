@@ -33,9 +33,17 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX occurrences_unfinished ON occurrences (state) WHERE state IN ('pending', 'sending');",
     // 1 -> 2: when the last failure happened (`updated_at` moves on when it is sent).
     "ALTER TABLE occurrences ADD COLUMN last_error_at INTEGER;",
+    // 2 -> 3: orders of `cronmail skip`, `pause`, `resume` and `trigger`.
+    "CREATE TABLE controls (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job TEXT NOT NULL,
+        action TEXT NOT NULL CHECK (action IN ('skip','pause','resume','trigger')),
+        at INTEGER,
+        created_at INTEGER NOT NULL
+    );",
 ];
 
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// The embedded ledger: `<state_dir>/ledger.sqlite3`.
 pub struct SqliteLedger {
@@ -312,6 +320,54 @@ fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<Record> {
 }
 
 impl Ledger for SqliteLedger {
+    fn add_control(&self, control: &super::Control) -> Result<i64, LedgerError> {
+        let (name, at) = control.action.parts();
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO controls (job, action, at, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![control.job, name, at.map(ts), ts(control.created_at)],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn controls_after(&self, id: i64) -> Result<Vec<(i64, super::Control)>, LedgerError> {
+        self.with(|c| {
+            // A ledger read-only at schema 2 (not migrated) has no orders.
+            let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            if version < 3 {
+                return Ok(Vec::new());
+            }
+            let mut stmt = c.prepare_cached(
+                "SELECT id, job, action, at, created_at FROM controls WHERE id > ?1 ORDER BY id",
+            )?;
+            let rows = stmt.query_map(params![id], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Option<i64>>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (id, job, action, at, created) = row?;
+                if let Some(action) = super::Action::from_parts(&action, at.map(from_ts)) {
+                    out.push((
+                        id,
+                        super::Control {
+                            job,
+                            action,
+                            created_at: from_ts(created),
+                        },
+                    ));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn claim(&self, items: &[(Key, String)], now: DateTime<Utc>) -> Result<Vec<bool>, LedgerError> {
         self.with(|c| {
             let tx = c.transaction()?;

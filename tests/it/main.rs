@@ -18,5 +18,6 @@ mod schedule;
 mod security;
 mod service;
 mod smtp;
+mod steer;
 mod support;
 mod timer;

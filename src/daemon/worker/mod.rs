@@ -26,6 +26,7 @@ use crate::message;
 
 use crate::timer::SkipReason;
 
+mod control;
 mod finish;
 
 /// A fire handed off later than this after its instant gets its own log line.
@@ -71,6 +72,8 @@ pub(super) struct Worker {
     next_poll: tokio::time::Instant,
     /// Metrics, pings and alerts.
     ops: Arc<crate::ops::Ops>,
+    /// Orders of `cronmail skip`, `pause`, `resume` and `trigger`.
+    steering: control::Steering,
 }
 
 impl Worker {
@@ -95,11 +98,13 @@ impl Worker {
             unrecorded: Vec::new(),
             next_poll: tokio::time::Instant::now(),
             ops,
+            steering: control::Steering::default(),
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, unfinished: Vec<Record>) {
         self.resume(unfinished).await;
+        self.poll_controls().await;
         loop {
             let now = self.clock.now();
             let mut sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
@@ -111,6 +116,7 @@ impl Worker {
                         .saturating_duration_since(tokio::time::Instant::now()),
                 );
             }
+            sleep_for = sleep_for.min(control::POLL);
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
@@ -130,6 +136,9 @@ impl Worker {
                     self.retry_due().await;
                     self.poll().await;
                 }
+            }
+            if self.steering.due() {
+                self.poll_controls().await;
             }
             self.publish_pending();
         }
@@ -212,7 +221,7 @@ impl Worker {
             return;
         }
         let now = self.clock.now();
-        match self.recorder.call(move |l| l.takeable(now)).await {
+        match self.recorder.read(move |l| l.takeable(now)).await {
             Ok(keys) => {
                 for key in keys {
                     if !self.running.contains(&key) && self.job(&key).is_some() {
@@ -368,6 +377,11 @@ impl Worker {
                     let job = &f.job;
                     let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
                     let key = Key::new(Arc::clone(&job.name), f.occurrence);
+                    if let Some(why) = self.steering.holds_back(job, f.occurrence) {
+                        info!(job = %job.name, occurrence = %utc(f.occurrence), "skipped: {why}");
+                        skips.push((key, message::message_id(job, f.occurrence), why));
+                        continue;
+                    }
                     // Said on the `sent` line (`late_ms`, `caught_up`), not a line of its own.
                     if f.caught_up || late > LATE_NOTICE {
                         self.late.insert(key.clone(), (late, f.caught_up));
