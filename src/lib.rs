@@ -60,6 +60,7 @@
 //! whole configuration or keeps the old one; SIGTERM stops firing and lets sends in
 //! progress finish.
 
+mod agenda;
 mod cli;
 pub mod clock;
 mod cmd;

@@ -6,140 +6,18 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 
-use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 use chrono_tz::Tz;
 
 use super::print_error;
 use super::status::{open_ledger_if_any, print_json};
-use crate::config::{Config, Job};
+use crate::agenda::{Item, Orders, coming, midnight, selected};
+use crate::config::Config;
 use crate::exit::Exit;
 use crate::ledger::Record;
 
-/// Sends of one job shown in a day, at most; the rest are counted.
-const PER_DAY: usize = 12;
-
-/// Occurrences looked at per job, at most (a job every second, over a week).
-const PER_JOB: usize = 20_000;
-
 /// Past occurrences read from the ledger, at most.
 const HISTORY: usize = 100_000;
-
-/// One reminder in the agenda.
-struct Item {
-    at: DateTime<Utc>,
-    job: String,
-    tz: Tz,
-    /// `sent`, `failed`, ... from the ledger; `scheduled` for what is to come.
-    state: &'static str,
-    note: Option<String>,
-}
-
-/// The local midnight that starts `day` in `tz`.
-fn midnight(tz: Tz, day: NaiveDate) -> DateTime<Utc> {
-    let local = day.and_hms_opt(0, 0, 0).unwrap_or_default();
-    tz.from_local_datetime(&local)
-        .earliest()
-        .map_or_else(|| Utc.from_utc_datetime(&local), |t| t.with_timezone(&Utc))
-}
-
-fn selected(job: &Job, only: Option<&str>) -> bool {
-    only.is_none_or(|name| &*job.name == name || &*job.base == name)
-}
-
-/// What `cronmail skip` and `pause` hold back.
-#[derive(Default)]
-struct Orders {
-    skips: std::collections::HashSet<(String, DateTime<Utc>)>,
-    paused: std::collections::HashMap<String, Option<DateTime<Utc>>>,
-}
-
-impl Orders {
-    fn read(controls: &[(i64, crate::ledger::Control)], now: DateTime<Utc>) -> Self {
-        Orders {
-            skips: controls
-                .iter()
-                .filter_map(|(_, c)| match c.action {
-                    crate::ledger::Action::Skip(t) => Some((c.job.clone(), t)),
-                    _ => None,
-                })
-                .collect(),
-            paused: crate::ledger::paused(controls, now),
-        }
-    }
-
-    fn held(&self, job: &Job, at: DateTime<Utc>) -> Option<&'static str> {
-        let names = [&*job.name, &*job.base];
-        if names
-            .iter()
-            .any(|n| self.skips.contains(&((*n).to_owned(), at)))
-        {
-            return Some("skipped by hand");
-        }
-        names
-            .iter()
-            .filter_map(|n| self.paused.get(*n))
-            .any(|until| until.is_none_or(|u| at < u))
-            .then_some("paused by hand")
-    }
-}
-
-/// What is to come, from each job's schedule: (items, the count not shown per day).
-fn coming(
-    config: &Config,
-    orders: &Orders,
-    only: Option<&str>,
-    now: DateTime<Utc>,
-    until: DateTime<Utc>,
-) -> (Vec<Item>, BTreeMap<(NaiveDate, String), usize>) {
-    let tz = config.timezone;
-    let mut items = Vec::new();
-    let mut more: BTreeMap<(NaiveDate, String), usize> = BTreeMap::new();
-    for job in config
-        .jobs
-        .iter()
-        .filter(|j| j.enabled && selected(j, only))
-    {
-        let mut shown: BTreeMap<NaiveDate, usize> = BTreeMap::new();
-        let mut t = now;
-        for _ in 0..PER_JOB {
-            let Some(o) = job.schedule.next_occurrence(t) else {
-                break;
-            };
-            if o.at >= until {
-                break;
-            }
-            t = o.at;
-            let day = o.at.with_timezone(&tz).date_naive();
-            let n = shown.entry(day).or_default();
-            if *n >= PER_DAY {
-                *more.entry((day, job.name.to_string())).or_default() += 1;
-                continue;
-            }
-            *n += 1;
-            let note = o
-                .moved_from
-                .map(|(d, why)| format!("moved from {d} ({why})"))
-                .or_else(|| {
-                    let days = job.schedule.lead_days();
-                    (days > 0).then(|| {
-                        format!(
-                            "{days}d before {}",
-                            super::super::deliver::local(job, o.event)
-                        )
-                    })
-                });
-            let held = orders.held(job, o.at);
-            items.push(Item {
-                at: o.at,
-                job: job.name.to_string(),
-                tz: job.tz(),
-                state: if held.is_some() { "held" } else { "scheduled" },
-                note: held.map(str::to_owned).or(note),
-            });
-        }
-    }
-    (items, more)
-}
 
 /// What has been, from the ledger.
 fn past(
@@ -324,7 +202,12 @@ fn draw(
             .range((*day, String::new())..)
             .take_while(|((d, _), _)| d == day)
         {
-            out.push_str(&paint("2", &format!("  … and {n} more of {job}")));
+            let plus = if *n >= crate::agenda::MORE_CAP {
+                "+"
+            } else {
+                ""
+            };
+            out.push_str(&paint("2", &format!("  … and {n}{plus} more of {job}")));
             out.push('\n');
         }
     }

@@ -108,20 +108,7 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     let ops = crate::ops::Ops::new(Arc::clone(&first.config), https_roots(&first.config));
     let (recorder, writer) = Recorder::spawn(ledger);
     let recorder = recorder.watched_by(Arc::clone(&ops));
-    let http = match first.config.ops.listen {
-        None => None,
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|error| StartError::Listen { addr, error })?;
-            info!(listen = %addr, "serving /metrics and /healthz");
-            Some(tokio::spawn(crate::ops::serve(
-                listener,
-                Arc::clone(&ops),
-                Arc::clone(&clock),
-            )))
-        }
-    };
+    let http = start_http(&first.config, &ops, &clock).await?;
     let enabled = first.config.jobs.iter().filter(|j| j.enabled).count();
     info!(config = %service.config.display(), jobs = enabled, transport = first.transport.kind(), to = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
 
@@ -131,6 +118,7 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     let found = recorder
         .call(|l| Ok((l.last_handled()?, l.unfinished()?)))
         .await;
+    seed_recent(&recorder, &ops).await;
     let (handled, unfinished) = match found {
         Ok(found) => found,
         Err(e) => {
@@ -242,6 +230,40 @@ fn daily_reload(mut events: mpsc::Receiver<Control>, daily: bool) -> mpsc::Recei
         }
     });
     rx
+}
+
+/// `[http] listen`: the status page, `/metrics` and `/healthz`, served until aborted.
+async fn start_http(
+    config: &crate::config::Config,
+    ops: &Arc<crate::ops::Ops>,
+    clock: &Arc<dyn Clock>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, StartError> {
+    let Some(addr) = config.ops.listen else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| StartError::Listen { addr, error })?;
+    info!(listen = %addr, "serving the status page, /metrics and /healthz");
+    Ok(Some(tokio::spawn(crate::ops::serve(
+        listener,
+        Arc::clone(ops),
+        Arc::clone(clock),
+    ))))
+}
+
+/// The status page's recent outcomes start with what the ledger has.
+async fn seed_recent(recorder: &Recorder, ops: &crate::ops::Ops) {
+    if let Ok(records) = recorder.read(|l| l.history(None, 100)).await {
+        for r in records.into_iter().rev() {
+            ops.outcome(crate::ops::Recent {
+                job: r.key.job.to_string(),
+                occurrence: r.key.scheduled_at,
+                state: r.state.name(),
+                reply: r.final_reply.or(r.last_reply).unwrap_or_default(),
+            });
+        }
+    }
 }
 
 /// Extra trusted roots for pings and webhooks: the SMTP `ca_file`'s ("the SMTP trust").

@@ -1,4 +1,5 @@
-//! The HTTP listener (`[http] listen`): `/metrics` (the `OpenMetrics` format) and `/healthz`. It
+//! The HTTP listener (`[http] listen`): the status page (`/`), `/metrics` (the
+//! `OpenMetrics` format) and `/healthz`. It
 //! takes a few connections at a time, bounds a request's header and the time to send
 //! it, and answers GET only, so a slow or hostile client cannot stall it or the daemon.
 
@@ -97,10 +98,15 @@ fn route(ops: &Ops, clock: &dyn Clock, req: &Request<Incoming>) -> Response<Full
                 format!("{why}\n"),
             ),
         },
+        "/" => answer(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            super::page::render(ops, now),
+        ),
         _ => answer(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found; try /metrics or /healthz\n".to_owned(),
+            "not found; try /, /metrics or /healthz\n".to_owned(),
         ),
     }
 }

@@ -169,6 +169,16 @@ impl Metrics {
         self.lateness.observe(lateness.as_secs_f64());
     }
 
+    /// Whether the account is held now.
+    pub fn is_held(&self) -> bool {
+        self.held
+            .get_or_create(&AccountLabel {
+                account: ACCOUNT.to_owned(),
+            })
+            .get()
+            == 1
+    }
+
     pub fn held(&self, on: bool) {
         self.held
             .get_or_create(&AccountLabel {

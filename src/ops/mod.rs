@@ -7,6 +7,7 @@ mod alert;
 mod health;
 mod http;
 mod metrics;
+mod page;
 
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,20 @@ pub use metrics::Metrics;
 
 use crate::config::Config;
 
+/// Outcomes the status page lists, newest last.
+const RECENT: usize = 100;
+
+/// One outcome, for the status page.
+#[derive(Clone, Debug)]
+pub struct Recent {
+    pub job: String,
+    pub occurrence: DateTime<Utc>,
+    /// `sent`, `failed`, `expired`, `skipped`, or `retrying`.
+    pub state: &'static str,
+    /// The server's reply, or why it was skipped; the failure's class first.
+    pub reply: String,
+}
+
 /// Everything operators see and hear, shared by the daemon's tasks.
 pub struct Ops {
     pub metrics: Metrics,
@@ -26,6 +41,7 @@ pub struct Ops {
     pub alerts: Arc<Alerts>,
     /// The configuration in force, for `/metrics`' next fires.
     config: Mutex<Arc<Config>>,
+    recent: Mutex<std::collections::VecDeque<Recent>>,
 }
 
 impl Ops {
@@ -35,7 +51,31 @@ impl Ops {
             health: Health::default(),
             alerts: Alerts::spawn(config.ops.clone(), roots),
             config: Mutex::new(config),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         })
+    }
+
+    /// Notes an outcome for the status page (the oldest beyond `RECENT` is dropped).
+    pub fn outcome(&self, r: Recent) {
+        let mut recent = self
+            .recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(r);
+    }
+
+    /// The outcomes noted, newest first.
+    pub fn recent(&self) -> Vec<Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .rev()
+            .cloned()
+            .collect()
     }
 
     /// A reload's configuration.

@@ -136,7 +136,7 @@ fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_health
         "",
     );
     let daemon = Daemon::start(&cfg.path, &[]);
-    daemon.wait_log("serving /metrics", 1, Duration::from_secs(20));
+    daemon.wait_log("serving the status page, /metrics", 1, Duration::from_secs(20));
     // Before anything is sent, the account's hold is there, at 0.
     let before = parse_openmetrics(&get(port, "/metrics").1);
     assert_eq!(
@@ -223,7 +223,7 @@ fn slow_clients_cannot_block_the_listener() {
         "",
     );
     let daemon = Daemon::start(&cfg.path, &[]);
-    daemon.wait_log("serving /metrics", 1, Duration::from_secs(20));
+    daemon.wait_log("serving the status page, /metrics", 1, Duration::from_secs(20));
     // Twenty connections that send half a header and wait, more than it serves at once.
     let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| {
@@ -517,10 +517,12 @@ fn agenda_and_json_show_what_was_sent_and_what_is_to_come() {
         .collect();
     assert_eq!(standups, expected);
     assert!(standups.len() >= 4, "a working week: {standups:?}");
+    // Every day after today: a job every second is counted (up to 999), not listed.
     assert!(
-        days.iter()
-            .any(|d| d["more"]["tick"].as_u64().unwrap_or(0) > 1000),
-        "a job every second is counted, not listed"
+        days[2..]
+            .iter()
+            .all(|d| d["more"]["tick"].as_u64() == Some(999)),
+        "a job every second is counted, not listed: {agenda}"
     );
     the_other_commands_json_and_text(&cfg);
 }
@@ -579,5 +581,117 @@ fn the_other_commands_json_and_text(cfg: &ConfigDir) {
         stderr(&out).contains("jobs: tick, standup"),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Debian's Chromium (`scripts/setup` installs it as root).
+fn chromium() -> std::path::PathBuf {
+    std::env::var_os("CRONMAIL_TEST_CHROMIUM")
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| "/usr/bin/chromium".into(), Into::into)
+}
+
+/// Headless Chromium, with what this machine's closed network needs.
+fn headless(extra: &[&str], url: &str) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "running {} (./scripts/test installs Debian's chromium as root): {e}",
+                chromium().display()
+            )
+        });
+    assert!(out.status.success(), "chromium: {}", stderr(&out));
+    out
+}
+
+#[test]
+fn the_status_page_renders_in_a_real_browser_with_failures_and_the_week_and_no_secret() {
+    let pki = Pki::new();
+    let server = refusing_server(&pki);
+    let port = free_port();
+    let cfg = two_jobs(
+        &server,
+        &pki,
+        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
+        "ping_url = \"https://hc-ping.com/SECRET-PAGE\"",
+        "",
+    );
+    let daemon = Daemon::start(&cfg.path, &[]);
+    daemon.wait_log("job=ok", 1, Duration::from_secs(20));
+    daemon.wait_log("job=bad", 1, Duration::from_secs(20));
+    let url = format!("http://127.0.0.1:{port}/");
+    let dom = stdout(&headless(&["--dump-dom"], &url));
+    // The screenshot is kept for CI's artifacts.
+    let artifacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("ci-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    headless(
+        &[
+            "--window-size=1200,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &url,
+    );
+    daemon.stop();
+    for text in [
+        "<h1>cronmail",
+        "Healthy",
+        "Holds",
+        "None: the account is not held",
+        "Failures",
+        "Coming week",
+        "Recent",
+    ] {
+        assert!(dom.contains(text), "{text:?} not on the page:\n{dom}");
+    }
+    let escaped = REFUSED.replace('<', "&lt;").replace('>', "&gt;");
+    assert!(
+        dom.contains(&escaped),
+        "the failure's reply is shown:\n{dom}"
+    );
+    // The whole week, even for jobs every two seconds.
+    let week = dom
+        .split("Coming week")
+        .nth(1)
+        .unwrap()
+        .split("<h2>")
+        .next()
+        .unwrap();
+    assert!(week.matches("999+ more of ok").count() >= 6, "{week}");
+    assert!(dom.contains(">failed<") && dom.contains(">sent<"), "{dom}");
+    assert!(
+        dom.contains("http-equiv=\"refresh\" content=\"30\""),
+        "{dom}"
+    );
+    assert!(!dom.contains("<script"), "no JavaScript");
+    assert!(
+        !dom.contains("SECRET") && !dom.contains("pw"),
+        "a secret is on the page:\n{dom}"
+    );
+    let png = std::fs::read(&shot).unwrap();
+    assert!(
+        png.len() > 10_000 && png.starts_with(b"\x89PNG"),
+        "screenshot at {}",
+        shot.display()
     );
 }

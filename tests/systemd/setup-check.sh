@@ -45,6 +45,7 @@ systemd-nspawn --quiet --register=no --keep-unit --machine=cronmail-setup-check 
     eval "$(printf "%s\n" "$out" | sed "s/^/export /")"
     "$CRONMAIL_TEST_PYTHON" -c "import aiosmtpd, jsonschema, dateutil, icalendar, prometheus_client; print(\"venv: aiosmtpd\", aiosmtpd.__version__, \"dateutil\", dateutil.__version__, \"icalendar\", icalendar.__version__, \"jsonschema and prometheus_client ok\")"
     "$CRONMAIL_TEST_PG_BIN/initdb" --version
+    test -x "$CRONMAIL_TEST_CHROMIUM" && echo "chromium: $CRONMAIL_TEST_CHROMIUM"
     # Run again: nothing to do, nothing reinstalled.
     scripts/setup >/dev/null 2>"/tmp/again.log"
     if [ -s /tmp/again.log ]; then echo "a second run did work: $(cat /tmp/again.log)" >&2; exit 1; fi

@@ -62,7 +62,7 @@ impl Worker {
         let err = match result {
             Ok(sent) => {
                 deliver::log_outcome(&line, Ok(&sent), "");
-                self.observe_success(&job, now, line.elapsed);
+                self.observe_success(&job, &key, &sent.delivered.reply, now, line.elapsed);
                 if let Some((reply, at)) = unrecorded {
                     // Stays in `running` until recorded: not started again meanwhile.
                     self.unrecorded.push((key, reply, at));
@@ -137,11 +137,19 @@ impl Worker {
     fn observe_success(
         &self,
         job: &crate::config::Job,
+        key: &crate::ledger::Key,
+        reply: &str,
         now: chrono::DateTime<chrono::Utc>,
         elapsed: std::time::Duration,
     ) {
         self.ops.metrics.sent(&job.name, now, elapsed);
         self.ops.metrics.held(false);
+        self.ops.outcome(crate::ops::Recent {
+            job: job.name.to_string(),
+            occurrence: key.scheduled_at,
+            state: "sent",
+            reply: reply.to_owned(),
+        });
         if let Some(url) = &job.ping_url {
             self.ops.alerts.ping(url, Ping::Success, None);
         }
@@ -164,6 +172,16 @@ impl Worker {
         self.ops.metrics.failed(&job.name, class.name(), elapsed);
         let held = self.account.hold().is_some();
         self.ops.metrics.held(held);
+        self.ops.outcome(crate::ops::Recent {
+            job: job.name.to_string(),
+            occurrence: key.scheduled_at,
+            state: match decision.next {
+                Next::GiveUp(state) => state.name(),
+                Next::RetryAt(_) if held => "held",
+                Next::RetryAt(_) => "retrying",
+            },
+            reply: format!("{class}: {}", err.reply()),
+        });
         let state = match decision.next {
             Next::GiveUp(state) => state.name(),
             Next::RetryAt(_) if held && !was_held => "held",

@@ -379,6 +379,12 @@ impl Worker {
                     let key = Key::new(Arc::clone(&job.name), f.occurrence);
                     if let Some(why) = self.steering.holds_back(job, f.occurrence) {
                         info!(job = %job.name, occurrence = %utc(f.occurrence), "skipped: {why}");
+                        self.ops.outcome(crate::ops::Recent {
+                            job: job.name.to_string(),
+                            occurrence: f.occurrence,
+                            state: "skipped",
+                            reply: why.clone(),
+                        });
                         skips.push((key, message::message_id(job, f.occurrence), why));
                         continue;
                     }
