@@ -136,7 +136,11 @@ fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_health
         "",
     );
     let daemon = Daemon::start(&cfg.path, &[]);
-    daemon.wait_log("serving the status page, /metrics", 1, Duration::from_secs(20));
+    daemon.wait_log(
+        "serving the status page, /metrics",
+        1,
+        Duration::from_secs(20),
+    );
     // Before anything is sent, the account's hold is there, at 0.
     let before = parse_openmetrics(&get(port, "/metrics").1);
     assert_eq!(
@@ -223,7 +227,11 @@ fn slow_clients_cannot_block_the_listener() {
         "",
     );
     let daemon = Daemon::start(&cfg.path, &[]);
-    daemon.wait_log("serving the status page, /metrics", 1, Duration::from_secs(20));
+    daemon.wait_log(
+        "serving the status page, /metrics",
+        1,
+        Duration::from_secs(20),
+    );
     // Twenty connections that send half a header and wait, more than it serves at once.
     let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| {
@@ -694,4 +702,61 @@ fn the_status_page_renders_in_a_real_browser_with_failures_and_the_week_and_no_s
         "screenshot at {}",
         shot.display()
     );
+}
+
+#[test]
+fn a_refused_login_holds_the_account_in_metrics_and_the_webhook_hears_the_hold_once() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", "right").start();
+    let hooks = HttpRecorder::start();
+    let port = free_port();
+    let cfg = JobsToml::new()
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_file = \"pw\"")
+        .section(&format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[notify]\nwebhook = \"{}\"",
+            hooks.url("/hook")
+        ))
+        .every("tick", "* * * * * *", "")
+        .write();
+    std::fs::write(cfg.dir.path().join("pw"), "wrong").unwrap();
+    let daemon = Daemon::start(&cfg.path, &[]);
+    daemon.wait_log("serving the status page", 1, Duration::from_secs(20));
+    let held = wait_until(Duration::from_secs(20), || {
+        get(port, "/metrics")
+            .1
+            .contains("cronmail_held{account=\"default\"} 1")
+    });
+    let heard = wait_until(Duration::from_secs(20), || !hooks.requests().is_empty());
+    let (_, text) = get(port, "/metrics");
+    let page = get(port, "/").1;
+    daemon.stop();
+    assert!(held, "{text}");
+    let m = parse_openmetrics(&text);
+    assert!(
+        sample(
+            &m,
+            "cronmail_failures_total",
+            &[("job", "tick"), ("class", "auth")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(heard);
+    let holds: Vec<Value> = hooks
+        .requests()
+        .iter()
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .filter(|e: &Value| e["state"] == "held")
+        .collect();
+    assert_eq!(
+        holds.len(),
+        1,
+        "one alert when the hold starts, not one per held occurrence: {:?}",
+        hooks.requests()
+    );
+    assert_eq!(holds[0]["class"], "auth");
+    assert!(page.contains("The account is held"), "{page}");
 }
