@@ -44,10 +44,10 @@ pub fn selected(job: &Job, only: Option<&str>) -> bool {
 }
 
 /// What `cronmail skip` and `pause` hold back.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Orders {
-    skips: std::collections::HashSet<(String, DateTime<Utc>)>,
-    paused: std::collections::HashMap<String, Option<DateTime<Utc>>>,
+    pub skips: std::collections::HashSet<(String, DateTime<Utc>)>,
+    pub paused: std::collections::HashMap<String, Option<DateTime<Utc>>>,
 }
 
 impl Orders {

@@ -42,6 +42,8 @@ pub struct Ops {
     /// The configuration in force, for `/metrics`' next fires.
     config: Mutex<Arc<Config>>,
     recent: Mutex<std::collections::VecDeque<Recent>>,
+    /// The skip and pause orders in force, for the status page's week.
+    orders: Mutex<crate::agenda::Orders>,
 }
 
 impl Ops {
@@ -52,7 +54,22 @@ impl Ops {
             alerts: Alerts::spawn(config.ops.clone(), roots),
             config: Mutex::new(config),
             recent: Mutex::new(std::collections::VecDeque::new()),
+            orders: Mutex::new(crate::agenda::Orders::default()),
         })
+    }
+
+    pub fn set_orders(&self, orders: crate::agenda::Orders) {
+        *self
+            .orders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = orders;
+    }
+
+    pub fn orders(&self) -> crate::agenda::Orders {
+        self.orders
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Notes an outcome for the status page (the oldest beyond `RECENT` is dropped).

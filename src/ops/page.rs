@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 
 use super::Ops;
-use crate::agenda::{Orders, coming, midnight};
+use crate::agenda::{coming, midnight};
 
 /// Days of the coming week shown.
 const DAYS: i64 = 7;
@@ -136,7 +136,7 @@ fn week(h: &mut String, ops: &Ops, now: DateTime<Utc>) {
     let tz = config.timezone;
     let today = now.with_timezone(&tz).date_naive();
     let until = midnight(tz, today + Duration::days(DAYS));
-    let (items, more) = coming(&config, &Orders::default(), None, now, until);
+    let (items, more) = coming(&config, &ops.orders(), None, now, until);
     let mut by_day: BTreeMap<NaiveDate, Vec<&crate::agenda::Item>> = BTreeMap::new();
     for i in &items {
         by_day
@@ -163,7 +163,10 @@ fn week(h: &mut String, ops: &Ops, now: DateTime<Utc>) {
                 "<tr><td>{}</td><td>{}</td><td class=\"dim\">{}</td></tr>",
                 esc(&i.at.with_timezone(&tz).format("%H:%M:%S").to_string()),
                 esc(&i.job),
-                esc(i.note.as_deref().unwrap_or(""))
+                esc(&match (i.state, i.note.as_deref()) {
+                    ("held", Some(n)) => format!("held: {n}"),
+                    (_, n) => n.unwrap_or("").to_owned(),
+                })
             );
         }
         for ((_, job), n) in more

@@ -245,3 +245,39 @@ fn with_postgresql_every_node_honours_a_pause() {
     b.stop();
     assert!(skipped, "{}", pg.log());
 }
+
+#[test]
+fn the_status_page_shows_what_a_pause_holds_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .top("timezone = \"UTC\"")
+        .outbox()
+        .section(&format!("[http]\nlisten = \"127.0.0.1:{port}\""))
+        .every("daily", "0 9 * * *", "")
+        .write();
+    let daemon = Daemon::start(&cfg.path, &[]);
+    daemon.wait_log("serving the status page", 1, WAIT);
+    ok(&cfg, &["pause", "daily"]);
+    daemon.wait_log("paused (cronmail pause)", 1, WAIT);
+    let page = wait_until(WAIT, || {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        std::io::Write::write_all(
+            &mut s,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+        out.matches("held: paused by hand").count() >= 6
+    });
+    daemon.stop();
+    assert!(
+        page,
+        "the week's occurrences are shown as held by the pause"
+    );
+}

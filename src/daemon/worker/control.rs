@@ -82,6 +82,7 @@ impl Worker {
         self.steering.read_once = true;
         let now = self.clock.now();
         let mut claims: Vec<Claim> = Vec::new();
+        let mut changed = !controls.is_empty();
         for (id, c) in controls {
             self.steering.last = id;
             match c.action {
@@ -116,9 +117,20 @@ impl Worker {
                 }
             }
         }
+        let before = (self.steering.paused.len(), self.steering.skips.len());
         self.steering
             .paused
             .retain(|_, until| until.is_none_or(|u| u > now));
+        // A skip for an occurrence a day gone is done with.
+        let done = now - chrono::Duration::days(1);
+        self.steering.skips.retain(|(_, at)| *at > done);
+        changed |= before != (self.steering.paused.len(), self.steering.skips.len());
+        if changed {
+            self.ops.set_orders(crate::agenda::Orders {
+                skips: self.steering.skips.clone(),
+                paused: self.steering.paused.clone(),
+            });
+        }
         if !claims.is_empty() {
             self.claim(claims).await;
         }
