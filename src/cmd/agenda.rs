@@ -88,7 +88,7 @@ pub fn agenda(path: &Path, days: u32, past_days: u32, only: Option<&str>, json: 
         }
     };
     let mut items = past(&config, records, only, from);
-    let (coming, more) = coming(&config, &orders, only, now, until);
+    let (coming, more) = coming(&config, &orders, only, now, until, usize::MAX);
     items.extend(coming);
     items.sort_by(|a, b| a.at.cmp(&b.at).then_with(|| a.job.cmp(&b.job)));
     let mut by_day: BTreeMap<NaiveDate, Vec<Item>> = BTreeMap::new();

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::body::Bytes;
+use hyper::{Method, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -48,8 +48,24 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, clock: Arc<dyn Clock>) 
         tokio::spawn(async move {
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
-                let response = route(&ops, &*clock, &req);
-                async move { Ok::<_, Infallible>(response) }
+                let ops = Arc::clone(&ops);
+                let clock = Arc::clone(&clock);
+                async move {
+                    // The page and the metrics walk every job's schedule: not on the
+                    // runtime's threads.
+                    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+                    let response =
+                        tokio::task::spawn_blocking(move || route(&ops, &*clock, &method, &path))
+                            .await
+                            .unwrap_or_else(|_| {
+                                answer(
+                                    StatusCode::INTERNAL_SERVER_ERROR,
+                                    "text/plain",
+                                    "error\n".to_owned(),
+                                )
+                            });
+                    Ok::<_, Infallible>(response)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -75,8 +91,8 @@ fn answer(status: StatusCode, content_type: &str, body: String) -> Response<Full
     r
 }
 
-fn route(ops: &Ops, clock: &dyn Clock, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+fn route(ops: &Ops, clock: &dyn Clock, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
@@ -84,7 +100,7 @@ fn route(ops: &Ops, clock: &dyn Clock, req: &Request<Incoming>) -> Response<Full
         );
     }
     let now = clock.now();
-    match req.uri().path() {
+    match path {
         "/metrics" => answer(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

@@ -13,6 +13,9 @@ use crate::agenda::{coming, midnight};
 /// Days of the coming week shown.
 const DAYS: i64 = 7;
 
+/// Occurrences the page's week looks at, over all jobs: a few milliseconds.
+const PAGE_BUDGET: usize = 50_000;
+
 /// Recent outcomes shown (the failures are all shown above them).
 const RECENT_SHOWN: usize = 30;
 
@@ -136,7 +139,7 @@ fn week(h: &mut String, ops: &Ops, now: DateTime<Utc>) {
     let tz = config.timezone;
     let today = now.with_timezone(&tz).date_naive();
     let until = midnight(tz, today + Duration::days(DAYS));
-    let (items, more) = coming(&config, &ops.orders(), None, now, until);
+    let (items, more) = coming(&config, &ops.orders(), None, now, until, PAGE_BUDGET);
     let mut by_day: BTreeMap<NaiveDate, Vec<&crate::agenda::Item>> = BTreeMap::new();
     for i in &items {
         by_day
