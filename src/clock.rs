@@ -17,6 +17,13 @@ pub trait Clock: Send + Sync + 'static {
     fn spin_window(&self) -> std::time::Duration {
         std::time::Duration::ZERO
     }
+
+    /// Whether this clock runs in real time. The worker wakes every second to read
+    /// orders (`cronmail pause`) only then: on paused tokio time that would be a wake
+    /// per virtual second, and a test's virtual week 600,000 of them.
+    fn real_time(&self) -> bool {
+        false
+    }
 }
 
 /// The system's real-time clock.
@@ -30,6 +37,10 @@ impl Clock for SystemClock {
 
     fn spin_window(&self) -> std::time::Duration {
         std::time::Duration::from_millis(2)
+    }
+
+    fn real_time(&self) -> bool {
+        true
     }
 }
 

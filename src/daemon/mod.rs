@@ -290,6 +290,10 @@ impl Clock for Beating {
     fn spin_window(&self) -> std::time::Duration {
         self.inner.spin_window()
     }
+
+    fn real_time(&self) -> bool {
+        self.inner.real_time()
+    }
 }
 
 /// A reload: load jobs.toml again, and swap the whole configuration or keep the old.

@@ -401,3 +401,59 @@ async fn a_calendar_from_a_url_is_fetched_again_each_day_and_the_new_days_take_e
     assert!(record(&cfg, "daily", "2026-03-04T09:00:00Z").is_none());
     assert_eq!(subjects(&server), ["daily 09:00", "daily 09:00"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn catch_up_treats_rule_and_moved_occurrences_as_it_treats_cron_ones() {
+    let pki = Pki::new();
+    let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
+    let msg =
+        "to = [\"a@example.com\"]\nsubject = \"{{ job }} {{ date }} {{ time }}\"\nbody = \"b\"";
+    let jobs = JobsToml::new()
+        .job(&format!(
+            "[[job]]\nname = \"rule-latest\"\nrrule = \"FREQ=HOURLY\"\nstart = \"2026-03-01T00:30\"\ncatch_up = \"latest\"\n{msg}"
+        ))
+        .job(&format!(
+            "[[job]]\nname = \"rule-all\"\nrrule = \"FREQ=HOURLY\"\nstart = \"2026-03-01T00:30\"\ncatch_up = \"all\"\nmax_late = \"2h\"\n{msg}"
+        ))
+        // Saturday 7 March is omitted and moves to Monday the 9th, 09:00.
+        .job(&format!(
+            "[[job]]\nname = \"moved\"\nat = \"2026-03-07T09:00\"\nomit = [\"weekends\"]\non_omit = \"after\"\ncatch_up = \"latest\"\n{msg}"
+        ));
+    let cfg = config(&server, &pki, PASSWORD, "", jobs);
+    // The last run handled 2 March 08:30; cronmail comes back at 12:40.
+    {
+        let state = cfg.dir.path().join("state");
+        let l = cronmail::ledger::SqliteLedger::open_exclusive(&state).unwrap();
+        for job in ["rule-latest", "rule-all"] {
+            let key = Key::new(job, utc("2026-03-02T08:30:00Z"));
+            l.claim(
+                &[(key.clone(), format!("{job}@x"))],
+                utc("2026-03-02T08:30:00Z"),
+            )
+            .unwrap();
+            l.sent(&key, "250 ok", utc("2026-03-02T08:30:01Z")).unwrap();
+        }
+    }
+    let daemon = InProcess::start(&cfg, utc("2026-03-02T12:40:00Z"));
+    pass(2).await;
+    let mut got = subjects(&server);
+    got.sort();
+    // latest: only 12:30; all: what is within 2 h (10:40 on): 11:30 and 12:30.
+    assert_eq!(
+        got,
+        [
+            "rule-all 2026-03-02 11:30",
+            "rule-all 2026-03-02 12:30",
+            "rule-latest 2026-03-02 12:30"
+        ]
+    );
+    // The one-shot time, moved off the weekend, is sent on the Monday.
+    pass(7 * 86_400).await;
+    daemon.stop().await.unwrap();
+    assert!(
+        subjects(&server).contains(&"moved 2026-03-09 09:00".to_owned()),
+        "{:?}",
+        subjects(&server)
+    );
+    assert!(record(&cfg, "moved", "2026-03-09T09:00:00Z").is_some_and(|r| r.state == State::Sent));
+}

@@ -2,8 +2,9 @@
 //! every `POLL` (so every node sees them), and applied as fires come.
 //!
 //! `POLL` is a second of real time (`std::time::Instant`), looked at on each wake of the
-//! worker, which wakes at least every `POLL` of tokio time: in production the two are
-//! one; on paused tokio time a test's virtual week is not 600,000 ledger reads.
+//! worker, which wakes at least every `POLL` when its clock is real time
+//! (`Clock::real_time`): on paused tokio time, a test's virtual week is neither 600,000
+//! wakes nor 600,000 ledger reads, and orders are read at the worker's other wakes.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -116,7 +116,9 @@ impl Worker {
                         .saturating_duration_since(tokio::time::Instant::now()),
                 );
             }
-            sleep_for = sleep_for.min(control::POLL);
+            if self.clock.real_time() {
+                sleep_for = sleep_for.min(control::POLL);
+            }
             tokio::select! {
                 msg = rx.recv() => {
                     let Some(msg) = msg else { break };
