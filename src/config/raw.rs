@@ -141,6 +141,9 @@ pub(super) struct RawDefaults {
     /// `ping_url` from this file (its first line).
     #[schemars(with = "Option<String>")]
     pub ping_url_file: Option<Spanned<String>>,
+    /// `ping_url` from this systemd credential (`LoadCredential=`).
+    #[schemars(with = "Option<String>")]
+    pub ping_url_credential: Option<Spanned<String>>,
 }
 
 /// The HTTP listener: `/metrics`, `/healthz` and a status page. Off unless set.
@@ -169,6 +172,9 @@ pub(super) struct RawMonitor {
     /// `heartbeat_url` from this file (its first line).
     #[schemars(with = "Option<String>")]
     pub heartbeat_url_file: Option<Spanned<String>>,
+    /// `heartbeat_url` from this systemd credential (`LoadCredential=`).
+    #[schemars(with = "Option<String>")]
+    pub heartbeat_url_credential: Option<Spanned<String>>,
     /// How often (default 5m).
     #[schemars(with = "Option<String>", regex(pattern = DURATION))]
     pub heartbeat_every: Option<Spanned<String>>,
@@ -189,6 +195,9 @@ pub(super) struct RawNotify {
     /// `webhook` from this file (its first line).
     #[schemars(with = "Option<String>")]
     pub webhook_file: Option<Spanned<String>>,
+    /// `webhook` from this systemd credential (`LoadCredential=`).
+    #[schemars(with = "Option<String>")]
+    pub webhook_credential: Option<Spanned<String>>,
     /// `json` (default) or `text` (a plain body, as ntfy takes).
     #[schemars(with = "Option<FormatName>")]
     pub format: Option<Spanned<String>>,
@@ -493,6 +502,9 @@ pub(super) struct RawJob {
     /// `ping_url` from this file (its first line).
     #[schemars(with = "Option<String>")]
     pub ping_url_file: Option<Spanned<String>>,
+    /// `ping_url` from this systemd credential (`LoadCredential=`).
+    #[schemars(with = "Option<String>")]
+    pub ping_url_credential: Option<Spanned<String>>,
     /// Advance warnings: one send per offset before each occurrence, e.g.
     /// `["7d", "1d", "0d"]` (`0d` is the occurrence itself).
     #[schemars(with = "Option<Vec<String>>")]

@@ -760,3 +760,38 @@ fn a_refused_login_holds_the_account_in_metrics_and_the_webhook_hears_the_hold_o
     assert_eq!(holds[0]["class"], "auth");
     assert!(page.contains("The account is held"), "{page}");
 }
+
+#[test]
+fn a_webhook_from_a_systemd_credential_is_read_there_or_beside_jobs_toml() {
+    let cfg = ConfigDir::new(&format!(
+        "{FROM}[outbox]\n[notify]\nwebhook_credential = \"hook\"\n{JOB}"
+    ));
+    let out = cronmail(&cfg.path, &["check"], &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stderr(&out).contains("`webhook_credential`:"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(cfg.dir.path().join("hook"), "https://ntfy.example/t0k3n\n").unwrap();
+    let out = cronmail(&cfg.path, &["check"], &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let creds = tempfile::tempdir().unwrap();
+    std::fs::write(creds.path().join("hook"), "http://example.com/t0k3n\n").unwrap();
+    let out = cronmail(
+        &cfg.path,
+        &["check"],
+        &[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "under systemd the credential's own file is read"
+    );
+    assert!(
+        stderr(&out).contains("not http://example.com/…"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("t0k3n"), "{}", stderr(&out));
+}

@@ -164,6 +164,7 @@ impl Validator<'_> {
                 literal: raw.ping_url.as_ref(),
                 env: raw.ping_url_env.as_ref(),
                 file: raw.ping_url_file.as_ref(),
+                credential: raw.ping_url_credential.as_ref(),
             },
             job,
         )

@@ -291,6 +291,7 @@ impl<'a> Validator<'a> {
                         literal: d.ping_url.as_ref(),
                         env: d.ping_url_env.as_ref(),
                         file: d.ping_url_file.as_ref(),
+                        credential: d.ping_url_credential.as_ref(),
                     },
                     None,
                 )

@@ -20,27 +20,29 @@ pub(super) struct UrlKeys<'a> {
     pub literal: Option<&'a Spanned<String>>,
     pub env: Option<&'a Spanned<String>>,
     pub file: Option<&'a Spanned<String>>,
+    pub credential: Option<&'a Spanned<String>>,
 }
 
 impl Validator<'_> {
     /// The URL from exactly one of its sources; https, or http to a loopback host.
     pub(super) fn secret_url(&mut self, k: &UrlKeys<'_>, job: Option<&str>) -> Option<SecretUrl> {
         let key = k.key;
-        let given: Vec<&Spanned<String>> =
-            [k.literal, k.env, k.file].into_iter().flatten().collect();
-        let (first, value) = match given.as_slice() {
+        let given: Vec<&Spanned<String>> = [k.literal, k.env, k.file, k.credential]
+            .into_iter()
+            .flatten()
+            .collect();
+        let first = match given.as_slice() {
             [] => return None,
-            [one] => (*one, ()),
+            [one] => *one,
             [_, second, ..] => {
                 self.at(
                     Some(second.span()),
                     job,
-                    format!("give `{key}` one way: `{key}`, `{key}_env` or `{key}_file`"),
+                    format!("give `{key}` one way: `{key}`, `{key}_env`, `{key}_file` or `{key}_credential`"),
                 );
                 return None;
             }
         };
-        let () = value;
         let url = if k.literal.is_some() {
             first.get_ref().trim().to_owned()
         } else if k.env.is_some() {
@@ -59,7 +61,15 @@ impl Validator<'_> {
                 }
             }
         } else {
-            let path = self.resolve(first.get_ref());
+            // A credential is `$CREDENTIALS_DIRECTORY/NAME` under systemd, else the file
+            // of that name beside jobs.toml (where the unit's `LoadCredential=` takes it).
+            let path = match (
+                k.credential.is_some(),
+                std::env::var_os("CREDENTIALS_DIRECTORY"),
+            ) {
+                (true, Some(dir)) => std::path::PathBuf::from(dir).join(first.get_ref()),
+                _ => self.resolve(first.get_ref()),
+            };
             match crate::files::read(&path, crate::files::MAX_SECRET) {
                 Ok(b) => String::from_utf8_lossy(&b)
                     .lines()
@@ -68,7 +78,12 @@ impl Validator<'_> {
                     .trim()
                     .to_owned(),
                 Err(e) => {
-                    self.at(Some(first.span()), job, format!("`{key}_file`: {e}"));
+                    let which = if k.credential.is_some() {
+                        "credential"
+                    } else {
+                        "file"
+                    };
+                    self.at(Some(first.span()), job, format!("`{key}_{which}`: {e}"));
                     return None;
                 }
             }
@@ -135,6 +150,7 @@ impl Validator<'_> {
                 literal: r.heartbeat_url.as_ref(),
                 env: r.heartbeat_url_env.as_ref(),
                 file: r.heartbeat_url_file.as_ref(),
+                credential: r.heartbeat_url_credential.as_ref(),
             },
             None,
         );
@@ -146,7 +162,7 @@ impl Validator<'_> {
             self.at(
                 Some(m.span()),
                 None,
-                "[monitor] needs `heartbeat_url` (or `heartbeat_url_env`, `heartbeat_url_file`)",
+                "[monitor] needs `heartbeat_url` (or `heartbeat_url_env`, `heartbeat_url_file`, `heartbeat_url_credential`)",
             );
         }
         let every = r
@@ -169,6 +185,7 @@ impl Validator<'_> {
                 literal: r.webhook.as_ref(),
                 env: r.webhook_env.as_ref(),
                 file: r.webhook_file.as_ref(),
+                credential: r.webhook_credential.as_ref(),
             },
             None,
         );
@@ -201,12 +218,13 @@ impl Validator<'_> {
             && r.webhook.is_none()
             && r.webhook_env.is_none()
             && r.webhook_file.is_none()
+            && r.webhook_credential.is_none()
             && r.command.is_none()
         {
             self.at(
                 Some(n.span()),
                 None,
-                "[notify] needs `webhook` (or `webhook_env`, `webhook_file`) or `command`",
+                "[notify] needs `webhook` (or `webhook_env`, `webhook_file`, `webhook_credential`) or `command`",
             );
         }
         (url.map(|u| (u, json)), command)
