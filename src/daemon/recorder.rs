@@ -97,20 +97,16 @@ impl Recorder {
         self.shared
     }
 
-    /// Runs `f` on the ledger, after every call queued before it.
+    /// Runs `f` on the ledger, after every call queued before it; how it ended tells
+    /// `/healthz` whether the ledger takes writes.
     pub async fn call<T: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Ledger) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let (reply, rx) = oneshot::channel();
-        let call: Call = Box::new(move |l| {
-            let _ = reply.send(f(l));
-        });
-        self.tx
-            .send(Req::Call(call))
-            .map_err(|_| LedgerError::Stopped)?;
-        let r = rx.await.map_err(|_| LedgerError::Stopped)?;
-        self.note(&r);
+        let r = self.read(f).await;
+        if !matches!(r, Err(LedgerError::Stopped)) {
+            self.note(&r);
+        }
         r
     }
 

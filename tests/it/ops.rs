@@ -123,14 +123,12 @@ fn refusing_server(pki: &Pki) -> SmtpServer {
         .start()
 }
 
-#[test]
-fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_healthz_is_200() {
-    let pki = Pki::new();
-    let server = refusing_server(&pki);
+/// `two_jobs` with `[http]` on a free port, running: its config, the daemon, the port.
+fn serving(server: &SmtpServer, pki: &Pki) -> (ConfigDir, Daemon, u16) {
     let port = free_port();
     let cfg = two_jobs(
-        &server,
-        &pki,
+        server,
+        pki,
         &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
         "",
         "",
@@ -141,6 +139,14 @@ fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_health
         1,
         Duration::from_secs(20),
     );
+    (cfg, daemon, port)
+}
+
+#[test]
+fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_healthz_is_200() {
+    let pki = Pki::new();
+    let server = refusing_server(&pki);
+    let (_cfg, daemon, port) = serving(&server, &pki);
     // Before anything is sent, the account's hold is there, at 0.
     let before = parse_openmetrics(&get(port, "/metrics").1);
     assert_eq!(
@@ -218,20 +224,7 @@ fn metrics_after_a_success_and_a_failure_parse_with_prometheus_client_and_health
 fn slow_clients_cannot_block_the_listener() {
     let pki = Pki::new();
     let server = refusing_server(&pki);
-    let port = free_port();
-    let cfg = two_jobs(
-        &server,
-        &pki,
-        &format!("[http]\nlisten = \"127.0.0.1:{port}\""),
-        "",
-        "",
-    );
-    let daemon = Daemon::start(&cfg.path, &[]);
-    daemon.wait_log(
-        "serving the status page, /metrics",
-        1,
-        Duration::from_secs(20),
-    );
+    let (_cfg, daemon, port) = serving(&server, &pki);
     // Twenty connections that send half a header and wait, more than it serves at once.
     let idle: Vec<std::net::TcpStream> = (0..20)
         .map(|_| {

@@ -8,6 +8,31 @@ use std::process::{Child, Command, Stdio};
 
 use super::{Pki, python};
 
+/// Starts `tests/it/support/SCRIPT` with `args`, and waits for its `READY <port>`.
+fn spawn_ready(script: &str, args: &[&std::ffi::OsStr]) -> (Child, u16) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/it/support")
+        .join(script);
+    let mut child = Command::new(python())
+        .arg(path)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {script}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("{script} did not start: {line:?}"))
+        .parse()
+        .unwrap();
+    (child, port)
+}
+
 pub struct FileServer {
     pub port: u16,
     pub dir: tempfile::TempDir,
@@ -17,26 +42,14 @@ pub struct FileServer {
 impl FileServer {
     pub fn start(pki: &Pki) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/https_files.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .arg(&pki.cert)
-            .arg(&pki.key)
-            .arg(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the test HTTPS server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("the test HTTPS server did not start: {line:?}"))
-            .parse()
-            .unwrap();
+        let (child, port) = spawn_ready(
+            "https_files.py",
+            &[
+                pki.cert.as_os_str(),
+                pki.key.as_os_str(),
+                dir.path().as_os_str(),
+            ],
+        );
         FileServer { port, dir, child }
     }
 
@@ -84,25 +97,8 @@ pub struct Recorded {
 impl HttpRecorder {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let script =
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/support/http_recorder.py");
-        let mut child = Command::new(python())
-            .arg(script)
-            .arg(dir.path().join("requests.jsonl"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting the test HTTP server");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("the test HTTP server did not start: {line:?}"))
-            .parse()
-            .unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let (child, port) = spawn_ready("http_recorder.py", &[log.as_os_str()]);
         HttpRecorder { port, dir, child }
     }
 
