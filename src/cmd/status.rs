@@ -12,17 +12,12 @@ use crate::config::{Config, Job};
 use crate::exit::Exit;
 use crate::ledger::{self, Ledger};
 
-/// Opens the ledger of `config` for reading (no lock: a daemon may be running); `None`
-/// when there is none yet and `missing_ok`.
-pub(super) fn open_ledger_if_any(config: &Config) -> Result<Option<Box<dyn Ledger>>, Exit> {
-    match ledger::open(config, None, ledger::Mode::Read) {
-        Err(ledger::LedgerError::Missing(_)) => Ok(None),
-        _ => open_ledger(config).map(Some),
-    }
-}
-
-/// Opens the ledger of `config` for reading (no lock: a daemon may be running).
-pub(super) fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
+/// Opens the ledger of `config` in `mode`, its database password read first: the
+/// ledger, or why it could not be opened (the outer error: the password, said already).
+pub(super) fn open_in(
+    config: &Config,
+    mode: ledger::Mode,
+) -> Result<Result<Box<dyn Ledger>, ledger::LedgerError>, Exit> {
     let password = match ledger::password_source(config) {
         Some(src) => match tokio::runtime::Handle::current().block_on(src.read()) {
             Ok(p) => Some(p),
@@ -33,10 +28,28 @@ pub(super) fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
         },
         None => None,
     };
-    ledger::open(config, password.as_ref(), ledger::Mode::Read).map_err(|e| {
-        print_error(&e.to_string());
-        ledger_exit(&e)
-    })
+    Ok(ledger::open(config, password.as_ref(), mode))
+}
+
+/// Says why the ledger could not be opened; its exit code.
+pub(super) fn ledger_failed(e: &ledger::LedgerError) -> Exit {
+    print_error(&e.to_string());
+    ledger_exit(e)
+}
+
+/// Opens the ledger of `config` for reading (no lock: a daemon may be running); `None`
+/// when there is none yet.
+pub(super) fn open_ledger_if_any(config: &Config) -> Result<Option<Box<dyn Ledger>>, Exit> {
+    match open_in(config, ledger::Mode::Read)? {
+        Ok(l) => Ok(Some(l)),
+        Err(ledger::LedgerError::Missing(_)) => Ok(None),
+        Err(e) => Err(ledger_failed(&e)),
+    }
+}
+
+/// Opens the ledger of `config` for reading (no lock: a daemon may be running).
+pub(super) fn open_ledger(config: &Config) -> Result<Box<dyn Ledger>, Exit> {
+    open_in(config, ledger::Mode::Read)?.map_err(|e| ledger_failed(&e))
 }
 
 /// The config at `path` and its ledger, for the commands that read the ledger. Run

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::status::open_ledger;
+use super::status::{ledger_failed, open_in, open_ledger_if_any};
 use super::{load_config, parse_instant, print_error};
 use crate::config::{Config, Job};
 use crate::deliver::local;
@@ -40,14 +40,9 @@ fn jobs<'c>(config: &'c Config, name: &str) -> Result<Vec<&'c Arc<Job>>, Exit> {
 fn open(path: &Path, name: &str) -> Result<(Config, Box<dyn Ledger>), Exit> {
     let config = load_config(path)?;
     jobs(&config, name)?;
-    let ledger = match ledger::open(&config, None, ledger::Mode::Read) {
-        Err(ledger::LedgerError::Missing(_)) => {
-            ledger::open(&config, None, ledger::Mode::Exclusive).map_err(|e| {
-                print_error(&e.to_string());
-                super::ledger_exit(&e)
-            })?
-        }
-        _ => open_ledger(&config)?,
+    let ledger = match open_ledger_if_any(&config)? {
+        Some(l) => l,
+        None => open_in(&config, ledger::Mode::Exclusive)?.map_err(|e| ledger_failed(&e))?,
     };
     Ok((config, ledger))
 }

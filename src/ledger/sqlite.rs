@@ -104,7 +104,11 @@ impl SqliteLedger {
     /// Opens the ledger file itself without the lock: for `status` and `history`, which
     /// read while a daemon runs, and for tests.
     pub fn open_at(path: &Path) -> Result<Self, LedgerError> {
-        let conn = connect(path)?;
+        Self::unlocked(path, connect(path)?)
+    }
+
+    /// The ledger at `path` on `conn`, without the lock.
+    fn unlocked(path: &Path, conn: Connection) -> Result<Self, LedgerError> {
         let id = identity(path).map_err(|error| LedgerError::Dir {
             path: path.to_path_buf(),
             error,
@@ -131,15 +135,7 @@ impl SqliteLedger {
             r.get::<_, i64>(0)
         })
         .map_err(sql)?;
-        let id = identity(path).map_err(|error| LedgerError::Dir {
-            path: path.to_path_buf(),
-            error,
-        })?;
-        Ok(SqliteLedger {
-            path: path.to_path_buf(),
-            conn: Mutex::new((conn, id)),
-            lock: None,
-        })
+        Self::unlocked(path, conn)
     }
 
     fn with<T>(
