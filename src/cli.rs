@@ -174,6 +174,9 @@ pub enum OAuth2Command {
         /// The loopback port for the browser's redirect (Google); default: any free one.
         #[arg(long, default_value_t = 0, value_name = "PORT")]
         port: u16,
+        /// The account to sign in for (`default` is [smtp]); default: the only one with `OAuth2`.
+        #[arg(long, value_name = "NAME")]
+        account: Option<String>,
     },
 }
 

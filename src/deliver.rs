@@ -23,7 +23,31 @@ use crate::secret::SecretError;
 /// daemon runs on, swapped whole at a reload.
 pub struct Loaded {
     pub config: Arc<Config>,
-    pub transport: Arc<dyn Transport>,
+    /// One per account, in the order of `config.accounts`.
+    pub transports: Vec<Arc<dyn Transport>>,
+}
+
+impl Loaded {
+    /// Where messages go, for the start-up line: `smtp.example.com:587`, or with
+    /// several accounts `default=smtp.example.com:587, billing=...`.
+    pub fn destinations(&self) -> String {
+        if self.transports.len() == 1 {
+            return self.transports[0].destination();
+        }
+        let each: Vec<String> = self
+            .config
+            .accounts
+            .iter()
+            .zip(&self.transports)
+            .map(|(a, t)| format!("{}={}", a.name, t.destination()))
+            .collect();
+        each.join(", ")
+    }
+
+    /// The transport of account `i` (an index in `config.accounts`).
+    pub fn transport(&self, i: usize) -> &Arc<dyn Transport> {
+        &self.transports[i]
+    }
 }
 
 /// Why a configuration could not be loaded (at start-up, at a reload, for `send`).
@@ -37,20 +61,23 @@ pub enum LoadError {
     Transport(Failure),
 }
 
-/// Loads jobs.toml, reads the password, builds the transport.
+/// Loads jobs.toml, reads each account's password, builds each account's transport.
 pub async fn load(path: &Path, host: &Host, make: &MakeTransport) -> Result<Loaded, LoadError> {
     let config = config::load(path, host).map_err(LoadError::Config)?;
-    let password = match &config.transport {
-        config::TransportConfig::Smtp(s) => match &s.password {
-            Some(src) => Some(src.read().await?),
-            None => None,
-        },
-        config::TransportConfig::Outbox { .. } => None,
-    };
-    let transport = make(&config, password).map_err(LoadError::Transport)?;
+    let mut transports = Vec::with_capacity(config.accounts.len());
+    for account in &config.accounts {
+        let password = match &account.transport {
+            config::TransportConfig::Smtp(s) => match &s.password {
+                Some(src) => Some(src.read().await?),
+                None => None,
+            },
+            config::TransportConfig::Outbox { .. } => None,
+        };
+        transports.push(make(&config, account, password).map_err(LoadError::Transport)?);
+    }
     Ok(Loaded {
         config: Arc::new(config),
-        transport,
+        transports,
     })
 }
 
@@ -61,6 +88,11 @@ pub enum DeliverError {
     Render(Part, TemplateError),
     #[error("{0}")]
     Compose(#[from] ComposeError),
+    #[error("{0}")]
+    Attach(#[from] crate::message::attach::AttachError),
+    /// Not an error: the job says to skip this occurrence (a missing attachment).
+    #[error("{0}")]
+    Skipped(String),
     #[error("{0}")]
     Send(#[from] Failure),
     /// The ledger could not record the attempt's start; nothing was sent.
@@ -75,7 +107,10 @@ impl DeliverError {
         match self {
             DeliverError::Send(e) => e.class,
             DeliverError::Ledger(_) => ErrorClass::Local,
-            DeliverError::Render(..) | DeliverError::Compose(_) => ErrorClass::Permanent,
+            DeliverError::Attach(e) => e.class(),
+            DeliverError::Render(..) | DeliverError::Compose(_) | DeliverError::Skipped(_) => {
+                ErrorClass::Permanent
+            }
         }
     }
 
@@ -104,9 +139,54 @@ pub fn prepare(
         .templates
         .render(&job.base, job.occasion(occurrence), job.tz(), &job.vars)
         .map_err(|(part, e)| DeliverError::Render(part, e))?;
+    let extras = extras(job, &rendered, occurrence, date, redirect)?;
     Ok(message::compose(
-        job, &rendered, occurrence, date, redirect,
+        job, &rendered, occurrence, date, redirect, &extras,
     )?)
+}
+
+/// The files and the invitation of one send.
+fn extras(
+    job: &Job,
+    rendered: &crate::render::Rendered,
+    occurrence: DateTime<Utc>,
+    date: DateTime<Utc>,
+    redirect: Option<&[Mailbox]>,
+) -> Result<message::Extras, DeliverError> {
+    let mut extras = message::Extras::default();
+    if let Some(a) = &job.attachments {
+        match message::attach::load(a, &rendered.attach)? {
+            message::attach::Found::Skip(path) => {
+                return Err(DeliverError::Skipped(format!(
+                    "the attachment `{}` is not there (on_missing_attachment = \"skip\")",
+                    path.display()
+                )));
+            }
+            message::attach::Found::Files { files, missing } => {
+                for path in missing {
+                    tracing::warn!(job = %job.name, occurrence = %utc(occurrence), path = %path.display(), "sending without the attachment `{}`: it is not there (on_missing_attachment = \"send\")", path.display());
+                }
+                extras.files = files;
+            }
+        }
+    }
+    if let (Some(invite), Some(text)) = (&job.invite, &rendered.invite) {
+        let attendees: Vec<Mailbox> = match redirect {
+            Some(to) => to.to_vec(),
+            None => job.to.iter().chain(&job.cc).cloned().collect(),
+        };
+        let event = message::invite::Event {
+            job,
+            invite,
+            text,
+            starts: job.schedule.event_of(occurrence),
+            stamp: date,
+            attendees: &attendees,
+            row: None,
+        };
+        extras.invite = Some((message::invite::ics(&event), invite.method));
+    }
+    Ok(extras)
 }
 
 /// One attempt's result: the message (when it could be built) and the server's answer.
@@ -115,16 +195,18 @@ pub struct Sent {
     pub delivered: Delivered,
 }
 
-/// Renders and sends one occurrence. `now` is the Date header's instant.
+/// Renders and sends one occurrence through `account` (the job's own, or its
+/// fallback). `now` is the Date header's instant.
 pub async fn deliver(
     loaded: &Loaded,
     job: &Job,
+    account: usize,
     occurrence: DateTime<Utc>,
     now: DateTime<Utc>,
     redirect: Option<&[Mailbox]>,
 ) -> Result<Sent, (Option<String>, DeliverError)> {
     let out = prepare(&loaded.config, job, occurrence, now, redirect).map_err(|e| (None, e))?;
-    match loaded.transport.send(&out).await {
+    match loaded.transport(account).send(&out).await {
         Ok(delivered) => Ok(Sent { out, delivered }),
         Err(e) => Err((Some(out.message_id), e.into())),
     }
@@ -199,6 +281,15 @@ pub fn log_outcome(
             elapsed_ms,
             then,
             "not sent: {e}"
+        ),
+        Err((_, other @ DeliverError::Attach(_))) => error!(
+            job = %a.job.name,
+            occurrence = %utc(a.occurrence),
+            local = %local(a.job, a.occurrence),
+            attempt = a.attempt,
+            class = %other.class(),
+            then,
+            "not sent: {other}"
         ),
         Err((_, other)) => error!(
             job = %a.job.name,

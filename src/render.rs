@@ -28,6 +28,12 @@ pub enum Part {
     Subject,
     Body,
     Html,
+    /// The path of the job's attachment number N (`attach`).
+    Attach(u8),
+    /// `[job.invite]`'s `summary`, `location` and `description`.
+    InviteSummary,
+    InviteLocation,
+    InviteDescription,
 }
 
 impl Part {
@@ -36,6 +42,10 @@ impl Part {
             Part::Subject => "subject",
             Part::Body => "body",
             Part::Html => "html",
+            Part::Attach(_) => "attach",
+            Part::InviteSummary => "invite.summary",
+            Part::InviteLocation => "invite.location",
+            Part::InviteDescription => "invite.description",
         }
     }
 }
@@ -52,6 +62,8 @@ pub struct Templates {
     interned: HashSet<Arc<str>>,
     /// Shared sources, compiled into `env` under these names.
     shared: HashMap<Arc<str>, String>,
+    /// Jobs whose messages carry a calendar invitation.
+    invites: HashSet<String>,
 }
 
 impl fmt::Debug for Templates {
@@ -197,10 +209,25 @@ pub struct Rendered {
     pub subject: String,
     pub body: String,
     pub html: Option<String>,
+    /// The paths of the attachments, as rendered (not yet resolved).
+    pub attach: Vec<String>,
+    /// `[job.invite]`'s summary (the subject when absent), location and description.
+    pub invite: Option<InviteText>,
+}
+
+/// The rendered text of a calendar invitation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InviteText {
+    pub summary: String,
+    pub location: Option<String>,
+    pub description: Option<String>,
 }
 
 fn name(job: &str, part: Part) -> String {
-    format!("{job}.{}", part.key())
+    match part {
+        Part::Attach(i) => format!("{job}.attach.{i}"),
+        _ => format!("{job}.{}", part.key()),
+    }
 }
 
 impl Default for Templates {
@@ -223,6 +250,7 @@ impl Templates {
             sources: HashMap::new(),
             interned: HashSet::new(),
             shared: HashMap::new(),
+            invites: HashSet::new(),
         }
     }
 
@@ -279,6 +307,19 @@ impl Templates {
         tz: Tz,
         vars: &Vars,
     ) -> Result<String, TemplateError> {
+        self.render_with(job, part, at, tz, vars, None)
+    }
+
+    /// `render_part`, with the columns of one row of a `recipients_file` as `row.*`.
+    pub fn render_with(
+        &self,
+        job: &str,
+        part: Part,
+        at: impl Into<Occasion>,
+        tz: Tz,
+        vars: &Vars,
+        row: Option<&Vars>,
+    ) -> Result<String, TemplateError> {
         let occasion = at.into();
         let at = occasion.at;
         let source = self
@@ -303,6 +344,7 @@ impl Templates {
             event_at => Value::from_object(ScheduledAt(occasion.event_at.with_timezone(&tz))),
             days_before => occasion.days_before,
             vars => vars,
+            row => row.map(Value::from_serialize),
         };
         let out = template
             .render(ctx)
@@ -331,17 +373,60 @@ impl Templates {
         tz: Tz,
         vars: &Vars,
     ) -> Result<Rendered, (Part, TemplateError)> {
+        self.render_row(job, at, tz, vars, None)
+    }
+
+    /// Renders every part a job has, for one row of its `recipients_file` when it has
+    /// one (the row's columns are `row.*`). `invite` says whether the job has one.
+    pub fn render_row(
+        &self,
+        job: &str,
+        at: impl Into<Occasion>,
+        tz: Tz,
+        vars: &Vars,
+        row: Option<&Vars>,
+    ) -> Result<Rendered, (Part, TemplateError)> {
         let at = at.into();
-        let part = |p| self.render_part(job, p, at, tz, vars).map_err(|e| (p, e));
-        Ok(Rendered {
-            subject: part(Part::Subject)?,
-            body: part(Part::Body)?,
-            html: if self.has(job, Part::Html) {
-                Some(part(Part::Html)?)
+        let part = |p| {
+            self.render_with(job, p, at, tz, vars, row)
+                .map_err(|e| (p, e))
+        };
+        let optional = |p| {
+            if self.has(job, p) {
+                part(p).map(Some)
             } else {
-                None
-            },
+                Ok(None)
+            }
+        };
+        let subject = part(Part::Subject)?;
+        let mut attach = Vec::new();
+        for i in 0..=u8::MAX {
+            match optional(Part::Attach(i))? {
+                Some(path) => attach.push(path),
+                None => break,
+            }
+        }
+        let invite = if self.invites.contains(job) {
+            Some(InviteText {
+                summary: optional(Part::InviteSummary)?.unwrap_or_else(|| subject.clone()),
+                location: optional(Part::InviteLocation)?,
+                description: optional(Part::InviteDescription)?,
+            })
+        } else {
+            None
+        };
+        Ok(Rendered {
+            body: part(Part::Body)?,
+            html: optional(Part::Html)?,
+            subject,
+            attach,
+            invite,
         })
+    }
+
+    /// Marks `job` as one whose messages carry an invitation.
+    pub fn add_invite(&mut self, job: &str) {
+        self.invites.insert(job.to_owned());
     }
 }
 

@@ -8,7 +8,7 @@ use chrono::SecondsFormat;
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{load_config, print_error, report};
-use crate::config::{Config, SmtpConfig, TransportConfig};
+use crate::config::{AccountConfig, Config, SmtpConfig, TransportConfig};
 use crate::exit::Exit;
 use crate::mail::{Mailer, looks_like_app_password, spaced_app_password};
 use crate::oauth2::TokenSource;
@@ -25,16 +25,29 @@ pub async fn check(path: &Path, smtp: bool, explain: bool) -> Exit {
             let _ = writeln!(err, "{}", w.with_snippet());
         }
     }
-    let password = match &config.transport {
-        TransportConfig::Outbox { dir } => {
-            let _ = writeln!(std::io::stdout(), "transport: outbox `{}`", dir.display());
-            None
+    let mut passwords = Vec::with_capacity(config.accounts.len());
+    for account in &config.accounts {
+        // One account says nothing of names; several name each.
+        let label = if config.accounts.len() > 1 {
+            format!("account `{}`: ", account.name)
+        } else {
+            String::new()
+        };
+        match &account.transport {
+            TransportConfig::Outbox { dir } => {
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "{label}transport: outbox `{}`",
+                    dir.display()
+                );
+                passwords.push(None);
+            }
+            TransportConfig::Smtp(s) => match credentials(s, path, &label).await {
+                Ok(p) => passwords.push(p),
+                Err(exit) => return exit,
+            },
         }
-        TransportConfig::Smtp(s) => match credentials(s, path).await {
-            Ok(p) => p,
-            Err(exit) => return exit,
-        },
-    };
+    }
     print_next(&config, explain);
     // Last, once everything that can be checked without a server was: a file with a
     // problem never says "ok".
@@ -53,13 +66,42 @@ pub async fn check(path: &Path, smtp: bool, explain: bool) -> Exit {
     if !smtp {
         return Exit::Ok;
     }
-    probe(&config, password).await
+    let mut exit = Exit::Ok;
+    let mut probed = 0;
+    for (account, password) in config.accounts.iter().zip(passwords) {
+        if !account.is_smtp() {
+            continue;
+        }
+        if config.accounts.len() > 1 {
+            let _ = writeln!(std::io::stdout(), "account `{}`:", account.name);
+        }
+        probed += 1;
+        let this = probe(account, password).await;
+        if exit == Exit::Ok {
+            exit = this;
+        }
+    }
+    if probed == 0 {
+        print_error(
+            "`check --smtp` needs an [smtp] section or an SMTP [account.NAME]; this file has only outboxes",
+        );
+        return Exit::Usage;
+    }
+    exit
 }
 
 /// Reads every credential of `[smtp]` once, as a send would.
-async fn credentials(s: &SmtpConfig, path: &Path) -> Result<Option<SecretString>, Exit> {
+async fn credentials(
+    s: &SmtpConfig,
+    path: &Path,
+    label: &str,
+) -> Result<Option<SecretString>, Exit> {
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "transport: smtp {}:{} tls={}", s.host, s.port, s.tls);
+    let _ = writeln!(
+        out,
+        "{label}transport: smtp {}:{} tls={}",
+        s.host, s.port, s.tls
+    );
     if let Some(o) = &s.oauth2 {
         let tokens = match TokenSource::new(o, &s.extra_roots) {
             Ok(source) => source.refresh().await,
@@ -166,12 +208,8 @@ pub(super) fn how_read(job: &crate::config::Job) -> String {
 }
 
 /// `--smtp`: TLS, the certificate, and a real login.
-async fn probe(config: &Config, password: Option<SecretString>) -> Exit {
-    let TransportConfig::Smtp(_) = &config.transport else {
-        print_error("`check --smtp` needs an [smtp] section; this file uses [outbox]");
-        return Exit::Usage;
-    };
-    let mailer = match Mailer::new(&config.transport, password, 1) {
+async fn probe(account: &AccountConfig, password: Option<SecretString>) -> Exit {
+    let mailer = match Mailer::new(&account.transport, password, 1) {
         Ok(Mailer::Smtp(m)) => m,
         Ok(Mailer::Outbox(_)) => return Exit::Software,
         Err(e) => return report(None, &e),

@@ -55,8 +55,13 @@ pub async fn execute(config_path: &Path, command: Command) -> Exit {
         Command::Render { job, at } => next::render(config_path, &job, at.as_deref()),
         Command::Send { job, to } => send::send(config_path, &job, &to).await,
         Command::Oauth2 {
-            command: OAuth2Command::Authorize { provider, port },
-        } => oauth2::authorize(config_path, provider, port).await,
+            command:
+                OAuth2Command::Authorize {
+                    provider,
+                    port,
+                    account,
+                },
+        } => oauth2::authorize(config_path, provider, port, account.as_deref()).await,
         Command::Schema => schema(),
         Command::Skip { job, next: _, at } => {
             tokio::task::block_in_place(|| steer::skip(config_path, &job, at.as_deref()))

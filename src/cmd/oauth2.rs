@@ -9,14 +9,23 @@ use crate::cli::OAuthProviderArg;
 use crate::config::{OAuthProvider, TransportConfig};
 use crate::exit::Exit;
 
-pub async fn authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u16) -> Exit {
+pub async fn authorize(
+    path: &Path,
+    provider: Option<OAuthProviderArg>,
+    port: u16,
+    account: Option<&str>,
+) -> Exit {
     let config = match load_config(path) {
         Ok(c) => c,
         Err(exit) => return exit,
     };
-    let TransportConfig::Smtp(smtp) = &config.transport else {
+    let chosen = match choose(&config, account) {
+        Ok(c) => c,
+        Err(exit) => return exit,
+    };
+    let Some(smtp) = chosen else {
         print_error(
-            "`oauth2 authorize` needs an [smtp] section with [smtp.oauth2]; this file uses [outbox]",
+            "`oauth2 authorize` needs an [smtp] section with [smtp.oauth2]; this account is an outbox",
         );
         return Exit::Config;
     };
@@ -60,4 +69,49 @@ pub async fn authorize(path: &Path, provider: Option<OAuthProviderArg>, port: u1
         }
         Err(e) => report(Some("signing in"), &e),
     }
+}
+
+fn smtp_of(a: &crate::config::AccountConfig) -> Option<&crate::config::SmtpConfig> {
+    match &a.transport {
+        TransportConfig::Smtp(s) => Some(s),
+        TransportConfig::Outbox { .. } => None,
+    }
+}
+
+/// The account `--account` names; else the only one with `[smtp.oauth2]`; else the first.
+fn choose<'a>(
+    config: &'a crate::config::Config,
+    account: Option<&str>,
+) -> Result<Option<&'a crate::config::SmtpConfig>, Exit> {
+    let names = |list: &mut dyn Iterator<Item = &crate::config::AccountConfig>| -> String {
+        list.map(|a| format!("`{}`", a.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = account {
+        let Some(i) = config.account_named(name) else {
+            print_error(&format!(
+                "--account `{name}`: no such account; the accounts are {}",
+                names(&mut config.accounts.iter())
+            ));
+            return Err(Exit::Usage);
+        };
+        return Ok(smtp_of(&config.accounts[i]));
+    }
+    let with: Vec<_> = config
+        .accounts
+        .iter()
+        .filter(|a| smtp_of(a).is_some_and(|s| s.oauth2.is_some()))
+        .collect();
+    if with.len() > 1 {
+        print_error(&format!(
+            "several accounts use OAuth2 ({}); name one with --account",
+            names(&mut with.iter().copied())
+        ));
+        return Err(Exit::Usage);
+    }
+    Ok(with
+        .first()
+        .and_then(|a| smtp_of(a))
+        .or_else(|| smtp_of(&config.accounts[0])))
 }

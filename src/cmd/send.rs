@@ -42,12 +42,20 @@ pub async fn send(path: &Path, name: &str, to: &[String]) -> Exit {
     let now = Utc::now();
     let occurrence = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let started = Instant::now();
-    let result = deliver::deliver(&loaded, &job, occurrence, now, redirect.as_deref()).await;
+    let result = deliver::deliver(
+        &loaded,
+        &job,
+        job.account,
+        occurrence,
+        now,
+        redirect.as_deref(),
+    )
+    .await;
     let line = deliver::LogContext {
         job: &job,
         occurrence,
         attempt: 1,
-        transport: &*loaded.transport,
+        transport: &**loaded.transport(job.account),
         elapsed: started.elapsed(),
         late: None,
     };
@@ -71,6 +79,14 @@ pub async fn send(path: &Path, name: &str, to: &[String]) -> Exit {
             );
             match e {
                 DeliverError::Send(e) => report(None, &e),
+                // A file not there yet (or, with `skip`, a skip): a later send may work.
+                other @ (DeliverError::Attach(_) | DeliverError::Skipped(_))
+                    if matches!(other, DeliverError::Skipped(_))
+                        || other.class() == crate::failure::ErrorClass::Local =>
+                {
+                    print_error(&format!("job `{name}`: not sent: {other}"));
+                    Exit::TempFail
+                }
                 other => {
                     print_error(&format!("job `{name}`: {other}"));
                     Exit::Config

@@ -88,6 +88,7 @@ fn status_json(
             let s = summary.get(&*job.name).cloned().unwrap_or_default();
             serde_json::json!({
                 "job": &*job.name,
+                "account": &*config.account_of(job).name,
                 "enabled": job.enabled,
                 "next": job.enabled.then(|| job.schedule.next_after(now)).flatten().map(|t| rfc3339(t, job)),
                 "last_sent": s.last_sent.map(|(t, id)| serde_json::json!({"at": rfc3339(t, job), "message_id": id})),
@@ -174,7 +175,55 @@ pub fn status(path: &Path, json: bool) -> Exit {
             );
         }
     }
+    print_accounts(&mut out, &config, &*ledger, now);
     Exit::Ok
+}
+
+/// With several accounts or sending limits: each account, where it sends, and what it
+/// sent in the last 24 hours and the last minute, against its limits.
+fn print_accounts(
+    out: &mut impl std::io::Write,
+    config: &Config,
+    ledger: &dyn Ledger,
+    now: DateTime<Utc>,
+) {
+    if config.accounts.len() < 2
+        && !config
+            .accounts
+            .iter()
+            .any(crate::config::AccountConfig::limited)
+    {
+        return;
+    }
+    for a in &config.accounts {
+        let place = match &a.transport {
+            crate::config::TransportConfig::Smtp(s) => format!("smtp {}:{}", s.host, s.port),
+            crate::config::TransportConfig::Outbox { dir } => format!("outbox {}", dir.display()),
+        };
+        let sent = ledger
+            .sent_since(&a.name, now - chrono::Duration::hours(24))
+            .unwrap_or_default();
+        let recipients: u64 = sent.iter().map(|(_, n)| u64::from(*n)).sum();
+        let minute = sent
+            .iter()
+            .filter(|(t, _)| *t > now - chrono::Duration::minutes(1))
+            .count();
+        let of = |limit: Option<u32>, key: &str| {
+            limit.map(|l| format!(" ({key} {l})")).unwrap_or_default()
+        };
+        let fallback = a
+            .fallback
+            .map(|f| format!("; falls back to `{}`", config.accounts[f].name))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "account {}: {place}{fallback}\n  last 24 h:    {} messages to {recipients} recipients{}\n  last minute:  {minute} messages{}",
+            a.name,
+            sent.len(),
+            of(a.max_per_day, "max_per_day"),
+            of(a.max_per_minute, "max_per_minute"),
+        );
+    }
 }
 
 pub fn history(path: &Path, job: Option<&str>, limit: usize, json: bool) -> Exit {

@@ -64,6 +64,20 @@ impl Provider {
             .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
     }
 
+    /// The documented sending limits, as suggestions for `max_per_minute` and
+    /// `max_per_day` (recipients): `check` warns about a job whose recipients alone
+    /// exceed the day's. From shared/providers.md section 5; Gmail's and Yahoo's are the
+    /// widely cited figures, not a page of theirs.
+    pub fn limits(self) -> (Option<u32>, Option<u32>) {
+        match self {
+            Provider::Gmail | Provider::Yahoo | Provider::Aol => (None, Some(500)),
+            Provider::Office365 => (Some(30), Some(10_000)),
+            Provider::Outlook => (None, Some(5_000)),
+            Provider::Icloud => (None, Some(1_000)),
+            _ => (None, None),
+        }
+    }
+
     /// The submission service: host, port, and whether TLS starts at the first byte.
     pub fn submission(self) -> Submission {
         let (host, port, implicit_tls) = match self {

@@ -183,6 +183,30 @@ pub enum TransportConfig {
     },
 }
 
+/// One sending account: `[smtp]` or `[outbox]` (named `default`), or `[account.NAME]`.
+#[derive(Clone, Debug)]
+pub struct AccountConfig {
+    pub name: Arc<str>,
+    pub transport: TransportConfig,
+    /// The account the next attempt goes through after a connect, TLS, timeout or
+    /// quota failure (an index in `Config::accounts`).
+    pub fallback: Option<usize>,
+    /// At most this many messages in any 60 s.
+    pub max_per_minute: Option<u32>,
+    /// At most this many recipients in any 24 h, counted from the ledger.
+    pub max_per_day: Option<u32>,
+}
+
+impl AccountConfig {
+    pub fn is_smtp(&self) -> bool {
+        matches!(self.transport, TransportConfig::Smtp(_))
+    }
+
+    pub fn limited(&self) -> bool {
+        self.max_per_minute.is_some() || self.max_per_day.is_some()
+    }
+}
+
 /// One validated `[[job]]`.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -193,6 +217,8 @@ pub struct Job {
     /// The `[[job]]`'s own name: its templates, `{{ job }}`, and `--job`.
     pub base: Arc<str>,
     pub schedule: Schedule,
+    /// The account that sends it (an index in `Config::accounts`).
+    pub account: usize,
     pub from: Mailbox,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
@@ -206,6 +232,63 @@ pub struct Job {
     pub first: Option<DateTime<Utc>>,
     /// A dead-man's switch in the healthchecks.io protocol (`ping_url`).
     pub ping_url: Option<crate::secret::SecretUrl>,
+    /// `attach`: files read at each send (the paths are templates, `Part::Attach`).
+    pub attachments: Option<Arc<Attachments>>,
+    /// `[job.invite]`: a calendar invitation in each message.
+    pub invite: Option<Arc<Invite>>,
+}
+
+/// Largest total of a job's attached files by default: Gmail's message limit.
+pub const DEFAULT_ATTACH_MAX: u64 = 25 * 1024 * 1024;
+
+/// What a job does when an attachment is not there at send time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMissing {
+    /// The occurrence fails and is retried until `retry_for` ("send it when it appears").
+    Fail,
+    /// Sent without the file, and said in the log.
+    Send,
+    /// The occurrence is skipped.
+    Skip,
+}
+
+/// A job's attachments: where relative paths start, the folder they must stay in,
+/// the cap on their total size, and what a missing one does.
+#[derive(Clone, Debug)]
+pub struct Attachments {
+    /// jobs.toml's folder: relative paths start here.
+    pub base: PathBuf,
+    /// `attach_dir` (default `base`): a path that resolves outside it is refused.
+    pub dir: PathBuf,
+    pub max_bytes: u64,
+    pub on_missing: OnMissing,
+}
+
+/// `method` of an invitation (RFC 5546).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// An event to add to a calendar; no replies expected.
+    Publish,
+    /// An invitation: the recipients are attendees, the sender the organizer.
+    Request,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Publish => "PUBLISH",
+            Method::Request => "REQUEST",
+        }
+    }
+}
+
+/// `[job.invite]`, validated (its texts are templates, `Part::Invite*`).
+#[derive(Clone, Debug)]
+pub struct Invite {
+    pub duration: Duration,
+    pub method: Method,
+    /// A display alarm this long before the event.
+    pub alarm: Option<Duration>,
 }
 
 impl Job {
@@ -227,7 +310,8 @@ impl Job {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub path: PathBuf,
-    pub transport: TransportConfig,
+    /// The sending accounts; a job's `account` is an index here. Never empty.
+    pub accounts: Vec<AccountConfig>,
     /// The ledger's folder.
     pub state_dir: PathBuf,
     pub delivery: Delivery,
@@ -296,6 +380,16 @@ impl Config {
     /// The job of this name, if the configuration has one.
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
         self.by_name.get(name).map(|&i| &self.jobs[i])
+    }
+
+    /// The account that sends `job`'s messages.
+    pub fn account_of(&self, job: &Job) -> &AccountConfig {
+        &self.accounts[job.account]
+    }
+
+    /// The account of this name.
+    pub fn account_named(&self, name: &str) -> Option<usize> {
+        self.accounts.iter().position(|a| &*a.name == name)
     }
 
     /// The names of every job, in file order, for messages that list them.

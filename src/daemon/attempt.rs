@@ -5,33 +5,35 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
 use tracing::error;
 
 use super::recorder::Recorder;
 use crate::clock::Clock;
 use crate::config::Job;
 use crate::deliver::{self, DeliverError, Loaded, Sent};
-use crate::ledger::Key;
+use crate::ledger::{Key, Receipt};
 
 /// The outcome of one attempt.
 pub(super) struct Done {
     pub key: Key,
     pub job: Arc<Job>,
+    /// The account it went through (an index in the configuration's accounts).
+    pub account: usize,
     /// The attempt's number (from the ledger); 0 when none was started.
     pub attempt: u32,
     pub started: Instant,
     pub result: Result<Sent, (Option<String>, DeliverError)>,
     /// Another node holds the occurrence (or finished it): nothing was sent here.
     pub elsewhere: bool,
-    /// Sent, but the ledger could not record it: `(reply, when)`, to record again.
-    pub unrecorded: Option<(String, DateTime<Utc>)>,
+    /// Sent, but the ledger could not record it: to record again.
+    pub unrecorded: Option<Receipt>,
 }
 
 /// Everything one attempt needs.
 pub(super) struct Attempt {
     pub loaded: Arc<Loaded>,
     pub job: Arc<Job>,
+    pub account: usize,
     pub key: Key,
     pub recorder: Recorder,
     pub clock: Arc<dyn Clock>,
@@ -42,6 +44,7 @@ impl Attempt {
         let Attempt {
             loaded,
             job,
+            account,
             key,
             recorder,
             clock,
@@ -50,6 +53,7 @@ impl Attempt {
         let done = |attempt, result, elsewhere| Done {
             key: key.clone(),
             job: Arc::clone(&job),
+            account,
             attempt,
             started,
             result,
@@ -67,16 +71,22 @@ impl Attempt {
             }
             Err(e) => return done(0, Err((None, DeliverError::Ledger(e))), false),
         };
-        let result = deliver::deliver(&loaded, &job, key.scheduled_at, clock.now(), None).await;
+        let result =
+            deliver::deliver(&loaded, &job, account, key.scheduled_at, clock.now(), None).await;
         // Record the delivery here, not after the worker picks this task up: the
         // shorter the gap after the server's reply, the rarer a resend after a crash.
         let mut unrecorded = None;
         if let Ok(sent) = &result {
-            let reply = sent.delivered.reply_line();
-            let at = clock.now();
-            if let Err(e) = recorder.sent(key.clone(), reply.clone(), at).await {
+            let receipt = Receipt {
+                key: key.clone(),
+                reply: sent.delivered.reply_line(),
+                at: clock.now(),
+                account: Arc::clone(&loaded.config.accounts[account].name),
+                recipients: u32::try_from(sent.out.recipient_count()).unwrap_or(u32::MAX),
+            };
+            if let Err(e) = recorder.sent(receipt.clone()).await {
                 error!(job = %job.name, occurrence = %deliver::utc(key.scheduled_at), error = %e, "the message was sent but the ledger could not record it; recording it again until it can (if cronmail stops first, it may be sent again, with the same Message-ID)");
-                unrecorded = Some((reply, at));
+                unrecorded = Some(receipt);
             }
         }
         Done {

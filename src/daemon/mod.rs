@@ -12,6 +12,7 @@
 
 mod account;
 mod attempt;
+mod limit;
 mod notify;
 mod recorder;
 mod signals;
@@ -110,7 +111,7 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     let recorder = recorder.watched_by(Arc::clone(&ops));
     let http = start_http(&first.config, &ops, &clock).await?;
     let enabled = first.config.jobs.iter().filter(|j| j.enabled).count();
-    info!(config = %service.config.display(), jobs = enabled, transport = first.transport.kind(), to = %first.transport.destination(), state_dir = %state_dir.display(), "cronmail started");
+    info!(config = %service.config.display(), jobs = enabled, transport = first.transport(0).kind(), to = %first.destinations(), state_dir = %state_dir.display(), "cronmail started");
 
     // Jobs resume after the last occurrence the ledger has seen, so what was missed
     // while cronmail was down meets the catch-up policy.
@@ -266,12 +267,16 @@ async fn seed_recent(recorder: &Recorder, ops: &crate::ops::Ops) {
     }
 }
 
-/// Extra trusted roots for pings and webhooks: the SMTP `ca_file`'s ("the SMTP trust").
+/// Extra trusted roots for pings and webhooks: the SMTP `ca_file`s ("the SMTP trust").
 fn https_roots(config: &crate::config::Config) -> Vec<Vec<u8>> {
-    match &config.transport {
-        crate::config::TransportConfig::Smtp(s) => s.extra_roots.clone(),
-        crate::config::TransportConfig::Outbox { .. } => Vec::new(),
-    }
+    config
+        .accounts
+        .iter()
+        .flat_map(|a| match &a.transport {
+            crate::config::TransportConfig::Smtp(s) => s.extra_roots.clone(),
+            crate::config::TransportConfig::Outbox { .. } => Vec::new(),
+        })
+        .collect()
 }
 
 /// The daemon's clock, noting each read in `/healthz`'s heartbeat.
@@ -312,7 +317,7 @@ impl Reload for Reloader<'_> {
         let timer = match service.load().await {
             Ok(new) => {
                 let jobs = new.config.jobs.iter().filter(|j| j.enabled).count();
-                info!(config = %service.config.display(), jobs, transport = new.transport.kind(), to = %new.transport.destination(), "configuration reloaded");
+                info!(config = %service.config.display(), jobs, transport = new.transport(0).kind(), to = %new.destinations(), "configuration reloaded");
                 if new.config.state_dir != self.state_dir {
                     warn!(state_dir = %new.config.state_dir.display(), "`state_dir` changed; the new folder is used only after a restart");
                 }

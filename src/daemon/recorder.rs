@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::ledger::{Key, Ledger, LedgerError};
+use crate::ledger::{Key, Ledger, LedgerError, Receipt};
 
 /// Writes in one commit at most.
 const GROUP_COMMIT_MAX: usize = 1024;
@@ -28,12 +28,7 @@ enum Req {
         DateTime<Utc>,
         oneshot::Sender<Result<Option<u32>, Shared>>,
     ),
-    Sent(
-        Key,
-        String,
-        DateTime<Utc>,
-        oneshot::Sender<Result<(), Shared>>,
-    ),
+    Sent(Receipt, oneshot::Sender<Result<(), Shared>>),
     Call(Call),
 }
 
@@ -139,10 +134,10 @@ impl Recorder {
     }
 
     /// Records a delivery (group-committed).
-    pub async fn sent(&self, key: Key, reply: String, at: DateTime<Utc>) -> Result<(), Shared> {
+    pub async fn sent(&self, receipt: Receipt) -> Result<(), Shared> {
         let (done, rx) = oneshot::channel();
         self.tx
-            .send(Req::Sent(key, reply, at, done))
+            .send(Req::Sent(receipt, done))
             .map_err(|_| Arc::new(LedgerError::Stopped))?;
         let r = rx.await.map_err(|_| Arc::new(LedgerError::Stopped))?;
         self.note(&r);
@@ -183,8 +178,8 @@ fn commit(ledger: &dyn Ledger, group: Vec<Req>) {
                 starts.push(key);
                 start_replies.push(reply);
             }
-            Req::Sent(key, text, at, reply) => {
-                sent.push((key, text, at));
+            Req::Sent(receipt, reply) => {
+                sent.push(receipt);
                 sent_replies.push(reply);
             }
             Req::Call(_) => {}

@@ -16,6 +16,7 @@
 //! commands that only read it.
 
 mod control;
+mod diagnose;
 mod pg;
 mod sqlite;
 
@@ -46,6 +47,30 @@ impl Key {
         Key {
             job: job.into(),
             scheduled_at,
+        }
+    }
+}
+
+/// A delivery, as the ledger records it: which occurrence, the server's reply, when,
+/// and through which account to how many recipients (what sending limits count).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub key: Key,
+    pub reply: String,
+    pub at: DateTime<Utc>,
+    pub account: Arc<str>,
+    pub recipients: u32,
+}
+
+impl Receipt {
+    /// A delivery through the account `default` to one recipient.
+    pub fn new(key: Key, reply: impl Into<String>, at: DateTime<Utc>) -> Self {
+        Receipt {
+            key,
+            reply: reply.into(),
+            at,
+            account: "default".into(),
+            recipients: 1,
         }
     }
 }
@@ -126,7 +151,7 @@ pub enum LedgerError {
         "another `cronmail run` is using the state directory `{0}` (its lock file is held); stop it first, or give this one another `state_dir`"
     )]
     Locked(PathBuf),
-    #[error("the ledger `{path}`: {}", sqlite::describe(.path, .error))]
+    #[error("the ledger `{path}`: {}", diagnose::describe(.path, .error))]
     Sql {
         path: PathBuf,
         error: rusqlite::Error,
@@ -205,7 +230,14 @@ pub trait Ledger: Send + Sync {
     /// `sending`, one more attempt, by this node. Returns the attempt number, or `None`
     /// when another node holds the occurrence (its lease has not expired) or it is done.
     fn start_attempt(&self, key: &Key, now: DateTime<Utc>) -> Result<Option<u32>, LedgerError>;
-    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError>;
+    fn sent(&self, receipt: &Receipt) -> Result<(), LedgerError>;
+    /// The deliveries through `account` at or after `since`: when, and to how many
+    /// recipients. What `max_per_minute` and `max_per_day` count, on every node.
+    fn sent_since(
+        &self,
+        account: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, u32)>, LedgerError>;
     /// Back to `pending`, to be tried at `next_at`.
     fn retry_later(
         &self,
@@ -241,11 +273,11 @@ pub trait Ledger: Send + Sync {
     fn record(
         &self,
         starts: &[Key],
-        sent: &[(Key, String, DateTime<Utc>)],
+        sent: &[Receipt],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<u32>>, LedgerError> {
-        for (key, reply, at) in sent {
-            self.sent(key, reply, *at)?;
+        for receipt in sent {
+            self.sent(receipt)?;
         }
         starts.iter().map(|k| self.start_attempt(k, now)).collect()
     }

@@ -56,9 +56,14 @@ const MIGRATIONS: &[&str] = &[
         at TIMESTAMPTZ,
         created_at TIMESTAMPTZ NOT NULL
     );",
+    // 3 -> 4: the account that sent it and to how many recipients, for sending limits.
+    "ALTER TABLE cronmail_occurrences ADD COLUMN account TEXT;
+    ALTER TABLE cronmail_occurrences ADD COLUMN recipients INTEGER;
+    CREATE INDEX cronmail_occurrences_sent ON cronmail_occurrences (account, updated_at)
+        WHERE state = 'sent';",
 ];
 
-pub const PG_SCHEMA_VERSION: i32 = 3;
+pub const PG_SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock keys: one for migrations, and a class for "this node name is connected".
 const MIGRATION_LOCK: i64 = 0x6372_6f6e_6d61_696c; // "cronmail"
@@ -378,15 +383,46 @@ impl Ledger for PgLedger {
         })
     }
 
-    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError> {
+    fn sent(&self, r: &super::Receipt) -> Result<(), LedgerError> {
+        let recipients = i32::try_from(r.recipients).unwrap_or(i32::MAX);
         self.with(|c| {
             c.execute(
                 "UPDATE cronmail_occurrences SET state = 'sent', final_reply = $3, next_attempt_at = NULL,
-                     lease_until = NULL, node = $4, updated_at = $5
+                     lease_until = NULL, node = $4, updated_at = $5, account = $6, recipients = $7
                  WHERE job = $1 AND scheduled_at = $2",
-                &[&&*key.job, &key.scheduled_at, &reply, &self.node, &now],
+                &[
+                    &&*r.key.job,
+                    &r.key.scheduled_at,
+                    &r.reply,
+                    &self.node,
+                    &r.at,
+                    &&*r.account,
+                    &recipients,
+                ],
             )
             .map(drop)
+        })
+    }
+
+    fn sent_since(
+        &self,
+        account: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, u32)>, LedgerError> {
+        self.with(|c| {
+            let rows = c.query(
+                "SELECT updated_at, COALESCE(recipients, 1) FROM cronmail_occurrences
+                 WHERE state = 'sent' AND account = $1 AND updated_at >= $2 ORDER BY updated_at",
+                &[&account, &since],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        r.try_get(0)?,
+                        u32::try_from(r.try_get::<_, i32>(1)?).unwrap_or(0),
+                    ))
+                })
+                .collect()
         })
     }
 

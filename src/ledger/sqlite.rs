@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{JobSummary, Key, Ledger, LedgerError, Record, State};
+use super::{JobSummary, Key, Ledger, LedgerError, Receipt, Record, State};
 
 /// Schema migrations: entry `i` takes `user_version` from `i` to `i + 1`. Released
 /// versions are never edited; each has a fixture in `tests/fixtures/` that must open.
@@ -41,9 +41,13 @@ const MIGRATIONS: &[&str] = &[
         at INTEGER,
         created_at INTEGER NOT NULL
     );",
+    // 3 -> 4: the account that sent it and to how many recipients, for sending limits.
+    "ALTER TABLE occurrences ADD COLUMN account TEXT;
+    ALTER TABLE occurrences ADD COLUMN recipients INTEGER;
+    CREATE INDEX occurrences_sent ON occurrences (account, updated_at) WHERE state = 'sent';",
 ];
 
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// The embedded ledger: `<state_dir>/ledger.sqlite3`.
 pub struct SqliteLedger {
@@ -196,51 +200,6 @@ impl SqliteLedger {
     }
 }
 
-/// What a `SQLite` error means, in words that name the real problem: a fault of the
-/// disk or file system is said to be one, even where `SQLite` calls the file malformed.
-pub(super) fn describe(path: &Path, e: &rusqlite::Error) -> String {
-    use rusqlite::ErrorCode;
-    let said = e.to_string();
-    match e.sqlite_error_code() {
-        Some(ErrorCode::SystemIoFailure) => os_read_error(path).map_or_else(
-            || format!("the file system failed to read or write it, an I/O error ({said})"),
-            |os| format!("the file system failed to read or write it: {os} ({said})"),
-        ),
-        Some(ErrorCode::DiskFull) => format!("the disk is full ({said})"),
-        Some(ErrorCode::ReadOnly) => {
-            format!(
-                "it cannot be written: the file system is read-only, or the file not writable by this user ({said})"
-            )
-        }
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => match os_read_error(path) {
-            Some(os) => format!("the file system failed to read it: {os} (SQLite saw: {said})"),
-            None => format!(
-                "it is damaged or not a cronmail ledger ({said}); move it aside to start a new one (its history is lost), or restore a backup"
-            ),
-        },
-        _ => said,
-    }
-}
-
-/// The OS's own error reading the ledger or its WAL through, if it gives one (EIO).
-fn os_read_error(path: &Path) -> Option<String> {
-    use std::io::Read as _;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    for p in [path.to_path_buf(), PathBuf::from(wal)] {
-        let Ok(mut f) = File::open(&p) else { continue };
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Some(format!("reading `{}`: {e}", p.display())),
-            }
-        }
-    }
-    None
-}
-
 /// The device and inode of the file at `path`.
 fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt as _;
@@ -292,7 +251,8 @@ fn connect(path: &Path) -> Result<Connection, LedgerError> {
 const SQLITE_START: &str =
     "UPDATE occurrences SET state = 'sending', attempts = attempts + 1, updated_at = ?3
      WHERE job = ?1 AND scheduled_at = ?2 AND state IN ('pending', 'sending') RETURNING attempts";
-const SQLITE_SENT: &str = "UPDATE occurrences SET state = 'sent', final_reply = ?3, next_attempt_at = NULL, updated_at = ?4
+const SQLITE_SENT: &str = "UPDATE occurrences SET state = 'sent', final_reply = ?3, next_attempt_at = NULL, updated_at = ?4,
+     account = ?5, recipients = ?6
      WHERE job = ?1 AND scheduled_at = ?2";
 
 const RECORD_COLUMNS: &str = "job, scheduled_at, state, message_id, attempts, next_attempt_at, last_error_class, last_reply, final_reply, updated_at";
@@ -410,20 +370,44 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    fn sent(&self, key: &Key, reply: &str, now: DateTime<Utc>) -> Result<(), LedgerError> {
+    fn sent(&self, r: &Receipt) -> Result<(), LedgerError> {
         self.with(|c| {
             c.execute(
                 SQLITE_SENT,
-                params![&*key.job, ts(key.scheduled_at), reply, ts(now)],
+                params![
+                    &*r.key.job,
+                    ts(r.key.scheduled_at),
+                    r.reply,
+                    ts(r.at),
+                    &*r.account,
+                    r.recipients
+                ],
             )?;
             Ok(())
+        })
+    }
+
+    fn sent_since(
+        &self,
+        account: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(DateTime<Utc>, u32)>, LedgerError> {
+        self.with(|c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT updated_at, COALESCE(recipients, 1) FROM occurrences
+                 WHERE state = 'sent' AND account = ?1 AND updated_at >= ?2 ORDER BY updated_at",
+            )?;
+            let rows = stmt.query_map(params![account, ts(since)], |r| {
+                Ok((from_ts(r.get(0)?), r.get(1)?))
+            })?;
+            rows.collect()
         })
     }
 
     fn record(
         &self,
         starts: &[Key],
-        sent: &[(Key, String, DateTime<Utc>)],
+        sent: &[Receipt],
         now: DateTime<Utc>,
     ) -> Result<Vec<Option<u32>>, LedgerError> {
         self.with(|c| {
@@ -431,12 +415,14 @@ impl Ledger for SqliteLedger {
             let mut out = Vec::with_capacity(starts.len());
             {
                 let mut record_sent = tx.prepare_cached(SQLITE_SENT)?;
-                for (key, reply, at) in sent {
+                for r in sent {
                     record_sent.execute(params![
-                        &*key.job,
-                        ts(key.scheduled_at),
-                        reply,
-                        ts(*at)
+                        &*r.key.job,
+                        ts(r.key.scheduled_at),
+                        r.reply,
+                        ts(r.at),
+                        &*r.account,
+                        r.recipients
                     ])?;
                 }
                 let mut start = tx.prepare_cached(SQLITE_START)?;

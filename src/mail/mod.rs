@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use crate::config::{Config, TransportConfig};
+use crate::config::{AccountConfig, Config, TransportConfig};
 use crate::failure::Failure;
 use crate::message::Outgoing;
 
@@ -71,14 +71,23 @@ pub trait Transport: Send + Sync {
     fn kind(&self) -> &'static str;
 }
 
-/// Builds the transport for a configuration and its password (read from its source).
-pub type MakeTransport =
-    Arc<dyn Fn(&Config, Option<SecretString>) -> Result<Arc<dyn Transport>, Failure> + Send + Sync>;
+/// Builds the transport of one account of a configuration, with its password (read
+/// from its source).
+pub type MakeTransport = Arc<
+    dyn Fn(&Config, &AccountConfig, Option<SecretString>) -> Result<Arc<dyn Transport>, Failure>
+        + Send
+        + Sync,
+>;
 
-/// The real transport: `Mailer::new` for the configuration's `[smtp]` or `[outbox]`.
+/// The real transport: `Mailer::new` for an account's `[smtp]` or outbox. Each account
+/// has its own connections, up to `max_connections`.
 pub fn make_mailer() -> MakeTransport {
-    Arc::new(|config: &Config, password| {
-        let mailer = Mailer::new(&config.transport, password, config.delivery.max_connections)?;
+    Arc::new(|config: &Config, account: &AccountConfig, password| {
+        let mailer = Mailer::new(
+            &account.transport,
+            password,
+            config.delivery.max_connections,
+        )?;
         Ok(Arc::new(mailer) as Arc<dyn Transport>)
     })
 }

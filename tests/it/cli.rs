@@ -444,7 +444,12 @@ fn status_and_history_read_the_ledger() {
     )
     .unwrap();
     l.start_attempt(&sent, t(0)).unwrap();
-    l.sent(&sent, "250 2.0.0 OK queued", t(1)).unwrap();
+    l.sent(&cronmail::ledger::Receipt::new(
+        sent.clone(),
+        "250 2.0.0 OK queued",
+        t(1),
+    ))
+    .unwrap();
     l.start_attempt(&failed, t(604_800)).unwrap();
     l.give_up(
         &failed,

@@ -369,7 +369,8 @@ fn catch_up_policies_after_downtime_do_what_they_say() {
             l.claim(&[(key.clone(), format!("{job}.x@example.com"))], last)
                 .unwrap();
             l.start_attempt(&key, last).unwrap();
-            l.sent(&key, "250 ok", last).unwrap();
+            l.sent(&cronmail::ledger::Receipt::new(key.clone(), "250 ok", last))
+                .unwrap();
         }
     }
     let daemon = Daemon::start(&cfg.path, &[]);

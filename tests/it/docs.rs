@@ -100,6 +100,7 @@ fn every_key_of_the_schema_is_documented_and_every_documented_key_exists() {
                 ("", "job") => "[[job]]".to_owned(),
                 ("smtp", "oauth2") => "[smtp.oauth2]".to_owned(),
                 ("job", "vars") => "[job.vars]".to_owned(),
+                ("job", "invite") => "[job.invite]".to_owned(),
                 _ => name(k, v),
             })
             .collect()
@@ -119,6 +120,7 @@ fn every_key_of_the_schema_is_documented_and_every_documented_key_exists() {
             "",
         ),
         ("[[job]]", job.clone(), "job"),
+        ("[job.invite]", properties(&schema, &job["invite"]), ""),
     ] {
         let in_schema = keys(&table, parent);
         let in_docs = documented(&doc, heading);

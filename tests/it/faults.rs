@@ -136,7 +136,7 @@ async fn smtp_carries_exactly_the_bytes_render_prints() {
     )
     .unwrap();
     let password = Some(secrecy::SecretString::from("pw"));
-    let mailer = cronmail::Mailer::new(&cfg.transport, password, 1).unwrap();
+    let mailer = cronmail::Mailer::new(&cfg.accounts[0].transport, password, 1).unwrap();
     for (i, (name, _)) in bodies.iter().enumerate() {
         let job = cfg.job(name).unwrap();
         let out = cronmail::prepare(&cfg, job, at, at, None).unwrap();

@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use std::time::Duration;
 
 use cronmail::config::PgConfig;
-use cronmail::ledger::{Key, Ledger, LedgerError, PgLedger, SCHEMA_VERSION, SqliteLedger, State};
+use cronmail::ledger::{
+    Key, Ledger, LedgerError, PgLedger, Receipt, SCHEMA_VERSION, SqliteLedger, State,
+};
 
 use crate::support::PgServer;
 
@@ -18,6 +20,22 @@ fn key(job: &str, s: i64) -> Key {
         job: job.into(),
         scheduled_at: t(s),
     }
+}
+
+/// What sending limits count: deliveries through an account, with their recipients.
+/// (After `suite`'s first delivery, of `a` at `t(3)` through `default`.)
+fn limits(l: &dyn Ledger) {
+    l.claim(&[(key("lim", 0), "lim.0@x".into())], t(0)).unwrap();
+    l.start_attempt(&key("lim", 0), t(5)).unwrap();
+    l.sent(&Receipt {
+        account: "billing".into(),
+        recipients: 3,
+        ..Receipt::new(key("lim", 0), "250 ok", t(6))
+    })
+    .unwrap();
+    assert_eq!(l.sent_since("billing", t(6)).unwrap(), [(t(6), 3)]);
+    assert_eq!(l.sent_since("billing", t(7)).unwrap(), []);
+    assert_eq!(l.sent_since("default", t(0)).unwrap(), [(t(3), 1)]);
 }
 
 /// The contract every backend passes.
@@ -44,9 +62,11 @@ pub fn suite(l: &dyn Ledger) {
 
     // pending -> sending -> sent, attempts counted.
     assert_eq!(l.start_attempt(&key("a", 0), t(2)).unwrap(), Some(1));
-    l.sent(&key("a", 0), "250 ok", t(3)).unwrap();
+    l.sent(&Receipt::new(key("a", 0), "250 ok", t(3))).unwrap();
     // A sent occurrence is never attempted again.
     assert_eq!(l.start_attempt(&key("a", 0), t(4)).unwrap(), None);
+    limits(l);
+
     let r = l.get(&key("a", 0)).unwrap().unwrap();
     assert_eq!(
         (
@@ -124,7 +144,7 @@ pub fn suite(l: &dyn Ledger) {
     l.retry_later(&key("c", 0), "transient", "451 later", t(30), t(5))
         .unwrap();
     l.start_attempt(&key("c", 0), t(30)).unwrap();
-    l.sent(&key("c", 0), "250 ok", t(31)).unwrap();
+    l.sent(&Receipt::new(key("c", 0), "250 ok", t(31))).unwrap();
     let s = l.summary().unwrap();
     assert_eq!(
         s["c"].last_failure,
@@ -198,7 +218,7 @@ fn postgres_nodes_claim_once_and_take_over_only_after_the_lease() {
     std::thread::sleep(Duration::from_millis(20)); // the database's clock must pass the lease
     assert_eq!(b.takeable(t(2)).unwrap(), [key("k", 0)]);
     assert_eq!(b.start_attempt(&key("k", 0), t(2)).unwrap(), Some(2));
-    b.sent(&key("k", 0), "250 ok", t(3)).unwrap();
+    b.sent(&Receipt::new(key("k", 0), "250 ok", t(3))).unwrap();
     let r = b.get(&key("k", 0)).unwrap().unwrap();
     assert_eq!(
         (r.state, r.attempts, r.node.as_deref()),
@@ -272,7 +292,7 @@ fn sqlite_survives_reopening() {
         let l = SqliteLedger::open_exclusive(dir.path()).unwrap();
         l.claim(&[(key("a", 0), "id".into())], t(0)).unwrap();
         l.start_attempt(&key("a", 0), t(0)).unwrap();
-        l.sent(&key("a", 0), "250", t(0)).unwrap();
+        l.sent(&Receipt::new(key("a", 0), "250", t(0))).unwrap();
     }
     let l = SqliteLedger::open_exclusive(dir.path()).unwrap();
     assert_eq!(l.get(&key("a", 0)).unwrap().unwrap().state, State::Sent);
@@ -352,7 +372,7 @@ fn write_fixture() {
     )
     .unwrap();
     l.start_attempt(&key("weekly-report", 0), t(0)).unwrap();
-    l.sent(&key("weekly-report", 0), "250 2.0.0 OK", t(1))
+    l.sent(&Receipt::new(key("weekly-report", 0), "250 2.0.0 OK", t(1)))
         .unwrap();
     l.start_attempt(&key("weekly-report", 60), t(60)).unwrap();
     l.retry_later(

@@ -3,6 +3,7 @@
 //!
 //! SMTP tests need Python's aiosmtpd; `./scripts/test` installs it into `.venv`.
 
+mod accounts;
 mod auth;
 mod calendar;
 mod cli;
@@ -17,6 +18,7 @@ mod ops;
 mod schedule;
 mod security;
 mod service;
+mod shapes;
 mod smtp;
 mod steer;
 mod support;

@@ -167,7 +167,12 @@ async fn catch_up_after_a_gap_sends_what_each_policy_says() {
                 utc("2026-03-02T09:00:00Z"),
             )
             .unwrap();
-            l.sent(&key, "250 ok", utc("2026-03-02T09:00:01Z")).unwrap();
+            l.sent(&cronmail::ledger::Receipt::new(
+                key.clone(),
+                "250 ok",
+                utc("2026-03-02T09:00:01Z"),
+            ))
+            .unwrap();
         }
     }
     let daemon = InProcess::start(&cfg, utc("2026-03-02T12:05:00Z"));
@@ -431,7 +436,12 @@ async fn catch_up_treats_rule_and_moved_occurrences_as_it_treats_cron_ones() {
                 utc("2026-03-02T08:30:00Z"),
             )
             .unwrap();
-            l.sent(&key, "250 ok", utc("2026-03-02T08:30:01Z")).unwrap();
+            l.sent(&cronmail::ledger::Receipt::new(
+                key.clone(),
+                "250 ok",
+                utc("2026-03-02T08:30:01Z"),
+            ))
+            .unwrap();
         }
     }
     let daemon = InProcess::start(&cfg, utc("2026-03-02T12:40:00Z"));

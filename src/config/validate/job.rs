@@ -45,33 +45,10 @@ impl Validator<'_> {
         now: DateTime<Utc>,
     ) -> Option<(Job, Origins, Vec<u32>)> {
         let errors_before = self.errors();
-        let raw_name = raw.name.clone().unwrap_or_else(|| {
-            self.at(
-                Some(raw.span.clone()),
-                None,
-                "missing `name`: every [[job]] needs one, e.g. `name = \"weekly-report\"`",
-            );
-            Spanned::new(raw.span.clone(), String::new())
-        });
-        let name = raw_name.get_ref().clone();
+        let name = self.job_name(&raw);
         let job = (!name.is_empty()).then_some(name.as_str());
 
-        if raw.name.is_some() && name.is_empty()
-            || name.len() > MAX_JOB_NAME
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            self.at(
-                Some(raw_name.span()),
-                None,
-                format!(
-                    "job name `{}` must be 1 to {MAX_JOB_NAME} letters, digits, `-` or `_`",
-                    name.escape_debug()
-                ),
-            );
-        }
-
+        let account = self.job_account(&raw, &defaults.accounts, job);
         let tz = match &raw.timezone {
             Some(tz) => self.tz(tz, job),
             None => defaults.tz,
@@ -79,8 +56,11 @@ impl Validator<'_> {
         let (schedule, first) = match tz {
             Some(tz) => match self.when(&raw, tz, interner, now, job) {
                 Some((s, first)) => {
+                    let smtp = account
+                        .and_then(|a| defaults.accounts.names.get(a))
+                        .is_some_and(|(_, smtp, _)| *smtp);
                     if let (Some(expr), Some(first)) = (&raw.schedule, first) {
-                        self.schedule_warnings(expr, &s, first, defaults.smtp, job);
+                        self.schedule_warnings(expr, &s, first, smtp, job);
                     }
                     let (s, first) = self.omitted(&raw, defaults, s, first, now, job);
                     (Some(s), first)
@@ -95,6 +75,10 @@ impl Validator<'_> {
             None => Some(vec![0]),
         };
         let addresses = self.addresses(&raw, defaults, job);
+        if let Some(a) = account {
+            let recipients = addresses.to.len() + addresses.cc.len() + addresses.bcc.len();
+            self.recipients_warning(&raw, &defaults.accounts, a, recipients, job);
+        }
         let catch_up = raw
             .catch_up
             .as_ref()
@@ -103,14 +87,17 @@ impl Validator<'_> {
             .max_late
             .as_ref()
             .map_or(defaults.max_late, |d| self.duration(d, "max_late"));
-        let origins = self.templates(&raw, &name, templates);
+        let mut origins = self.templates(&raw, &name, templates);
+        let attachments = self.attachments(&raw, &name, templates, &mut origins);
+        let invite = self.invite(&raw, &name, templates, &mut origins);
 
         let vars: Vars = raw
             .vars
             .into_iter()
             .map(|(k, v)| (k, v.into_inner()))
             .collect();
-        let complete = schedule.is_some()
+        let complete = account.is_some()
+            && schedule.is_some()
             && lead.is_some()
             && addresses.from.is_some()
             && catch_up.is_some()
@@ -132,6 +119,7 @@ impl Validator<'_> {
         Some((
             Job {
                 schedule: schedule?,
+                account: account?,
                 from: addresses.from?,
                 to: addresses.to,
                 cc: addresses.cc,
@@ -145,10 +133,43 @@ impl Validator<'_> {
                 base: Arc::clone(&name),
                 name,
                 ping_url,
+                attachments,
+                invite,
             },
             origins,
             lead?,
         ))
+    }
+
+    /// The job's `name`, reported when missing or malformed (then possibly empty).
+    fn job_name(&mut self, raw: &RawJob) -> String {
+        let raw_name = raw.name.clone().unwrap_or_else(|| {
+            self.at(
+                Some(raw.span.clone()),
+                None,
+                "missing `name`: every [[job]] needs one, e.g. `name = \"weekly-report\"`",
+            );
+            Spanned::new(raw.span.clone(), String::new())
+        });
+        let name = raw_name.get_ref().clone();
+
+        if raw.name.is_some() && name.is_empty()
+            || name.len() > MAX_JOB_NAME
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            self.at(
+                Some(raw_name.span()),
+                None,
+                format!(
+                    "job name `{}` must be 1 to {MAX_JOB_NAME} letters, digits, `-` or `_`",
+                    name.escape_debug()
+                ),
+            );
+        }
+
+        name
     }
 
     /// The job's `ping_url`, else `[defaults]`'s.

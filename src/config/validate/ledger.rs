@@ -9,16 +9,14 @@ use toml::Spanned;
 use super::{Validator, is_loopback};
 use crate::config::Host;
 use crate::config::raw::{RawDelivery, RawLedger};
-use crate::config::types::{
-    DEFAULT_LEASE, DEFAULT_POLL, Delivery, LedgerConfig, PgConfig, TransportConfig,
-};
+use crate::config::types::{DEFAULT_LEASE, DEFAULT_POLL, Delivery, LedgerConfig, PgConfig};
 
 impl Validator<'_> {
     pub(super) fn ledger(
         &mut self,
         raw: &Spanned<RawLedger>,
         host: &Host,
-        transport: Option<&TransportConfig>,
+        smtp_timeout: Option<Duration>,
     ) -> Option<LedgerConfig> {
         let section = raw.span();
         let raw = raw.get_ref();
@@ -89,8 +87,8 @@ impl Validator<'_> {
             None => Some(DEFAULT_POLL),
         };
         // A lease shorter than one send would let another node take a send in progress.
-        if let (Some(lease), Some(TransportConfig::Smtp(smtp))) = (lease, transport)
-            && lease < smtp.timeout + Duration::from_secs(5)
+        if let (Some(lease), Some(smtp_timeout)) = (lease, smtp_timeout)
+            && lease < smtp_timeout + Duration::from_secs(5)
         {
             let span = raw.lease.as_ref().map_or(section.clone(), Spanned::span);
             self.at(
@@ -99,7 +97,7 @@ impl Validator<'_> {
                 format!(
                     "`lease` ({}) must be at least [smtp] `timeout` ({}) plus 5s: a send still in progress must not be taken over",
                     humantime::format_duration(lease),
-                    humantime::format_duration(smtp.timeout)
+                    humantime::format_duration(smtp_timeout)
                 ),
             );
         }

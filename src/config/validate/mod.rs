@@ -4,10 +4,12 @@
 //! `job`, `ledger` (with `[delivery]`). This file holds the `Validator` they share and
 //! the checks of single values (a zone, an address, a duration, a secret source).
 
+mod account;
 mod job;
 mod ledger;
 mod oauth2;
 mod ops;
+mod shape;
 mod smtp;
 mod when;
 
@@ -91,8 +93,8 @@ pub(super) struct Defaults {
     pub from: Option<Mailbox>,
     /// A top-level `from` was written (if `from` is `None`, it was invalid, and said so).
     pub from_given: bool,
-    /// Messages go to a real server (`[smtp]`), not the outbox.
-    pub smtp: bool,
+    /// The accounts jobs may name.
+    pub accounts: account::AccountNames,
     pub omit: Option<Spanned<Vec<Spanned<String>>>>,
     /// `[defaults] ping_url`; `None` also when it was invalid (reported).
     pub ping_url: Option<crate::secret::SecretUrl>,
@@ -171,32 +173,10 @@ impl<'a> Validator<'a> {
 
     /// The whole file: sections first (the jobs fall back on them), then the jobs.
     pub fn build(&mut self, top: RawTop, raw_jobs: Vec<RawJob>, host: &Host) -> Option<Config> {
-        let defaults = self.defaults(&top, host);
+        let mut defaults = self.defaults(&top, host);
         let ops = self.ops(&top);
-        let transport = match (top.smtp, top.outbox) {
-            (Some(smtp), None) => self.smtp(smtp).map(|s| TransportConfig::Smtp(Box::new(s))),
-            (None, Some(outbox)) => {
-                let dir = outbox
-                    .into_inner()
-                    .dir
-                    .map_or_else(|| "outbox".to_owned(), Spanned::into_inner);
-                Some(TransportConfig::Outbox {
-                    dir: self.resolve(&dir),
-                })
-            }
-            (Some(smtp), Some(_)) => {
-                self.at(
-                    Some(smtp.span()),
-                    None,
-                    "both [smtp] and [outbox] are set; keep exactly one",
-                );
-                None
-            }
-            (None, None) => {
-                self.file("no [smtp] or [outbox] section; add exactly one (see `man cronmail-jobs.toml`, or docs/jobs.toml.md in the source)");
-                None
-            }
-        };
+        let (accounts, names) = self.accounts(top.smtp, top.outbox, top.account);
+        defaults.accounts = names;
 
         let state_dir = match &top.state_dir {
             Some(d) => self.resolve(d.get_ref()),
@@ -218,22 +198,39 @@ impl<'a> Validator<'a> {
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
         let ledger = match &top.ledger {
             None => Some(LedgerConfig::Sqlite),
-            Some(raw) => self.ledger(raw, host, transport.as_ref()),
+            Some(raw) => {
+                let longest = accounts
+                    .iter()
+                    .flatten()
+                    .filter_map(|a| match &a.transport {
+                        TransportConfig::Smtp(s) => Some(s.timeout),
+                        TransportConfig::Outbox { .. } => None,
+                    })
+                    .max();
+                self.ledger(raw, host, longest)
+            }
         };
 
-        let mut transport = transport?;
-        if let TransportConfig::Smtp(smtp) = &mut transport
-            && let Some(o) = &mut smtp.oauth2
-            && o.refresh_token_file.as_os_str().is_empty()
-        {
-            o.refresh_token_file = state_dir.join("oauth2-refresh-token");
+        let mut accounts = accounts?;
+        for a in &mut accounts {
+            if let TransportConfig::Smtp(smtp) = &mut a.transport
+                && let Some(o) = &mut smtp.oauth2
+                && o.refresh_token_file.as_os_str().is_empty()
+            {
+                // Each account's refresh token in a file of its own.
+                o.refresh_token_file = state_dir.join(if &*a.name == account::DEFAULT_ACCOUNT {
+                    "oauth2-refresh-token".to_owned()
+                } else {
+                    format!("oauth2-refresh-token-{}", a.name)
+                });
+            }
         }
         if !self.is_clean() {
             return None;
         }
         Some(Config {
             path: self.src.path.to_path_buf(),
-            transport,
+            accounts,
             state_dir,
             delivery: delivery?,
             ledger: ledger?,
@@ -282,7 +279,7 @@ impl<'a> Validator<'a> {
             tz,
             from,
             from_given: top.from.is_some() || top.stripped.iter().any(|k| k == "from"),
-            smtp: top.smtp.is_some(),
+            accounts: account::AccountNames::default(),
             omit: raw.and_then(|d| d.omit.clone()),
             ping_url: raw.and_then(|d| {
                 self.secret_url(

@@ -36,26 +36,32 @@ impl Worker {
         let Done {
             key,
             job,
+            account,
             attempt,
             started,
             result,
             elsewhere,
             unrecorded,
         } = done;
+        let sent_at = result.as_ref().ok().map(|_| now);
+        if let Some(state) = self.accounts.get_mut(account) {
+            state.window.ended(&key, sent_at);
+        }
         if elsewhere {
             self.late.remove(&key);
             self.running.remove(&key);
             tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
-            for k in self.account.abandoned(&key) {
-                self.start(k);
-            }
+            self.abandoned(account, &key);
             return;
         }
+        // A reload may have removed the account: its state is gone, and so is the claim.
+        let account = account.min(self.accounts.len().saturating_sub(1));
+        let current = std::sync::Arc::clone(&self.current);
         let line = deliver::LogContext {
             job: &job,
             occurrence: key.scheduled_at,
             attempt,
-            transport: &*self.current.transport,
+            transport: &**current.transport(account.min(current.transports.len() - 1)),
             elapsed: started.elapsed(),
             late: self.late.remove(&key),
         };
@@ -63,14 +69,15 @@ impl Worker {
             Ok(sent) => {
                 deliver::log_outcome(&line, Ok(&sent), "");
                 self.observe_success(&job, &key, &sent.delivered.reply, now, line.elapsed);
-                if let Some((reply, at)) = unrecorded {
+                self.via.remove(&key);
+                if let Some(receipt) = unrecorded {
                     // Stays in `running` until recorded: not started again meanwhile.
-                    self.unrecorded.push((key, reply, at));
+                    self.unrecorded.push(receipt);
                     self.next_poll = tokio::time::Instant::now() + LEDGER_RETRY;
                     return;
                 }
                 self.running.remove(&key);
-                for k in self.account.succeeded(&key) {
+                for k in self.accounts[account].login.succeeded(&key) {
                     self.start(k);
                 }
                 return;
@@ -81,28 +88,33 @@ impl Worker {
         let (message_id, err) = err;
         if self.job(&key).is_none() {
             warn!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: the job was removed from jobs.toml while this attempt ran; recorded as skipped");
-            for k in self.account.abandoned(&key) {
-                self.start(k);
-            }
+            self.abandoned(account, &key);
             self.give_up_removed(key).await;
+            return;
+        }
+        if let deliver::DeliverError::Skipped(why) = err {
+            self.skipped_by_job(&job, account, key, why).await;
             return;
         }
         let delivery = self.current.config.delivery;
         let class = err.class();
-        let was_held = self.account.hold().is_some();
-        let decision = retry::decide(
+        let was_held = self.accounts[account].login.hold().is_some();
+        let mut decision = retry::decide(
             class,
             attempt,
             key.scheduled_at,
             now,
             &delivery,
-            self.account.hold(),
+            self.accounts[account].login.hold(),
             fastrand::f64(),
         );
-        for (at, k) in self.account.failed(&key, &decision, now) {
-            self.retries.push(Reverse((at, k)));
+        let unblocked = self.account_after(account, &key, &err, &decision, now);
+        let mut then = retry::then(decision.next, &delivery);
+        if let Some(other) = self.fall_back(&job, account, &key, class, &decision) {
+            // A different server: no reason to wait out the backoff.
+            decision.next = Next::RetryAt(now);
+            then = format!("falling back to account `{other}` for the next attempt, now");
         }
-        let then = retry::then(decision.next, &delivery);
         deliver::log_outcome(&line, Err((message_id.as_deref(), &err)), &then);
         self.observe_failure(
             &job,
@@ -110,12 +122,26 @@ impl Worker {
             &err,
             message_id.as_deref(),
             &decision,
-            was_held,
+            (account, was_held),
             line.elapsed,
         );
-        let class_name = class.name();
-        let reply = err.reply();
-        let result = match decision.next {
+        for k in unblocked {
+            self.start(k);
+        }
+        self.record_decision(key, class.name(), err.reply(), decision.next, now)
+            .await;
+    }
+
+    /// Records what comes next for a failed occurrence: a retry, or the end.
+    async fn record_decision(
+        &mut self,
+        key: crate::ledger::Key,
+        class_name: &'static str,
+        reply: String,
+        next: Next,
+        now: chrono::DateTime<chrono::Utc>,
+    ) {
+        let result = match next {
             Next::RetryAt(at) => {
                 self.retries.push(Reverse((at, key.clone())));
                 self.recorder
@@ -130,6 +156,93 @@ impl Worker {
         };
         if let Err(e) = result {
             error!(error = %e, "recording the failure in the ledger failed");
+        }
+    }
+
+    /// What a failed attempt tells of the account: those it held back come due, now or
+    /// with its next try (returned: to start now).
+    fn account_after(
+        &mut self,
+        account: usize,
+        key: &crate::ledger::Key,
+        err: &deliver::DeliverError,
+        decision: &retry::Decision,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Vec<crate::ledger::Key> {
+        let login = &mut self.accounts[account].login;
+        if !matches!(err, deliver::DeliverError::Send(_)) {
+            // Not sent at all (a template, a missing file): nothing learnt of the account.
+            return login.abandoned(key);
+        }
+        for (at, k) in login.failed(key, decision, now) {
+            self.retries.push(Reverse((at, k)));
+        }
+        Vec::new()
+    }
+
+    /// An attempt through `account` ended without a verdict on it: whatever waited for
+    /// it starts.
+    fn abandoned(&mut self, account: usize, key: &crate::ledger::Key) {
+        let waiting = match self.accounts.get_mut(account) {
+            Some(s) => s.login.abandoned(key),
+            None => Vec::new(),
+        };
+        for k in waiting {
+            self.start(k);
+        }
+    }
+
+    /// After a connect, TLS, timeout or quota failure through a job's own account, the
+    /// next attempt goes through the account's `fallback` (same message, same
+    /// Message-ID); after a failure through the fallback, back to the job's own, with
+    /// the backoff. Returns the fallback's name when it is used.
+    fn fall_back(
+        &mut self,
+        job: &crate::config::Job,
+        account: usize,
+        key: &crate::ledger::Key,
+        class: crate::failure::ErrorClass,
+        decision: &retry::Decision,
+    ) -> Option<String> {
+        use crate::failure::ErrorClass as C;
+        let fallback = self.current.config.accounts[account].fallback;
+        let worth = matches!(class, C::Connect | C::Tls | C::Timeout | C::Quota);
+        match (fallback, decision.next) {
+            (Some(f), Next::RetryAt(_)) if worth && account == job.account => {
+                self.via.insert(key.clone(), f);
+                Some(self.current.config.accounts[f].name.to_string())
+            }
+            _ => {
+                self.via.remove(key);
+                None
+            }
+        }
+    }
+
+    /// The job skips this occurrence (`on_missing_attachment = "skip"`): recorded as
+    /// skipped; the attempt said nothing about the account.
+    async fn skipped_by_job(
+        &mut self,
+        job: &crate::config::Job,
+        account: usize,
+        key: crate::ledger::Key,
+        why: String,
+    ) {
+        let now = self.clock.now();
+        tracing::info!(job = %job.name, occurrence = %utc(key.scheduled_at), "skipped: {why}");
+        self.ops.outcome(crate::ops::Recent {
+            job: job.name.to_string(),
+            occurrence: key.scheduled_at,
+            state: "skipped",
+            reply: why.clone(),
+        });
+        self.abandoned(account, &key);
+        let result = self
+            .recorder
+            .call(move |l| l.give_up(&key, crate::ledger::State::Skipped, "attachment", &why, now))
+            .await;
+        if let Err(e) = result {
+            error!(error = %e, "recording the skip in the ledger failed");
         }
     }
 
@@ -165,13 +278,15 @@ impl Worker {
         err: &deliver::DeliverError,
         message_id: Option<&str>,
         decision: &retry::Decision,
-        was_held: bool,
+        (account, was_held): (usize, bool),
         elapsed: std::time::Duration,
     ) {
         let class = err.class();
         self.ops.metrics.failed(&job.name, class.name(), elapsed);
-        let held = self.account.hold().is_some();
-        self.ops.metrics.held(held);
+        let held = self.accounts[account].login.hold().is_some();
+        self.ops
+            .metrics
+            .held(self.accounts.iter().any(|s| s.login.hold().is_some()));
         self.ops.outcome(crate::ops::Recent {
             job: job.name.to_string(),
             occurrence: key.scheduled_at,

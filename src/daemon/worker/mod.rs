@@ -12,10 +12,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{error, info, warn};
 
-use super::account::{Account, Admit};
-use super::attempt::{Attempt, Done};
+use super::attempt::Done;
 use super::recorder::Recorder;
 use super::timer_loop::{MAX_SLEEP, TimerEvent};
 use crate::clock::Clock;
@@ -26,6 +25,7 @@ use crate::message;
 
 use crate::timer::SkipReason;
 
+mod admit;
 mod control;
 mod finish;
 
@@ -58,8 +58,16 @@ pub(super) struct Worker {
     /// The task that counts and records skipped stretches, one at a time.
     background: JoinSet<()>,
     stretches: Option<mpsc::UnboundedSender<super::skips::Stretch>>,
-    /// The account's login and hold: one attempt at a time until a send worked.
-    account: Account,
+    /// Per account (in the order of the configuration's): its login and hold (one
+    /// attempt at a time until a send worked), and its sending-limit window.
+    accounts: Vec<admit::AccountState>,
+    /// Occurrences whose next attempt goes through another account than their job's
+    /// (`fallback`).
+    via: std::collections::HashMap<Key, usize>,
+    /// Occurrences a sending limit kept waiting past `retry_for`: to record as expired.
+    expiring: Vec<Key>,
+    /// A reload changed the accounts: their windows are read from the ledger again.
+    reseed: bool,
     /// Occurrences with an attempt running here: never started twice at once.
     running: HashSet<Key>,
     /// Fired occurrences whose claim the ledger could not record (it was unreachable):
@@ -67,7 +75,7 @@ pub(super) struct Worker {
     unclaimed: Vec<Claim>,
     /// Sent occurrences the ledger could not record as sent: recorded again at each tick,
     /// before anything else, so that no other node takes them over.
-    unrecorded: Vec<(Key, String, DateTime<Utc>)>,
+    unrecorded: Vec<crate::ledger::Receipt>,
     /// When to look for work other nodes left, or to retry the two queues above.
     next_poll: tokio::time::Instant,
     /// Metrics, pings and alerts.
@@ -83,6 +91,7 @@ impl Worker {
         clock: Arc<dyn Clock>,
         ops: Arc<crate::ops::Ops>,
     ) -> Self {
+        let accounts = admit::AccountState::for_config(&current.config, Vec::new());
         Worker {
             current,
             recorder,
@@ -92,7 +101,10 @@ impl Worker {
             late: std::collections::HashMap::new(),
             background: JoinSet::new(),
             stretches: None,
-            account: Account::default(),
+            accounts,
+            via: std::collections::HashMap::new(),
+            expiring: Vec::new(),
+            reseed: false,
             running: HashSet::new(),
             unclaimed: Vec::new(),
             unrecorded: Vec::new(),
@@ -104,6 +116,7 @@ impl Worker {
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, unfinished: Vec<Record>) {
         self.resume(unfinished).await;
+        self.seed_windows().await;
         self.poll_controls().await;
         loop {
             let now = self.clock.now();
@@ -142,6 +155,9 @@ impl Worker {
             if self.steering.due() {
                 self.poll_controls().await;
             }
+            if !self.expiring.is_empty() {
+                self.expire_waiting().await;
+            }
             self.publish_pending();
         }
         self.drain().await;
@@ -179,7 +195,9 @@ impl Worker {
             .await
             .is_ok_and(|r| r.is_some())
         {}
-        self.current.transport.close().await;
+        for t in &self.current.transports {
+            t.close().await;
+        }
     }
 
     /// The job of `key` in the configuration in force.
@@ -222,6 +240,8 @@ impl Worker {
         if !self.recorder.shared() {
             return;
         }
+        // Every node's deliveries count towards the limits.
+        self.seed_windows().await;
         let now = self.clock.now();
         match self.recorder.read(move |l| l.takeable(now)).await {
             Ok(keys) => {
@@ -238,16 +258,16 @@ impl Worker {
 
     async fn record_unrecorded(&mut self) {
         let waiting = std::mem::take(&mut self.unrecorded);
-        let keys: Vec<Key> = waiting.iter().map(|(k, ..)| k.clone()).collect();
+        let keys: Vec<Key> = waiting.iter().map(|r| r.key.clone()).collect();
         let result = self
             .recorder
             .call(move |l| {
                 let mut left = Vec::new();
                 let mut first_error = None;
-                for (key, reply, at) in waiting {
-                    if let Err(e) = l.sent(&key, &reply, at) {
+                for receipt in waiting {
+                    if let Err(e) = l.sent(&receipt) {
                         first_error.get_or_insert(e);
-                        left.push((key, reply, at));
+                        left.push(receipt);
                     }
                 }
                 Ok((left, first_error))
@@ -258,8 +278,8 @@ impl Worker {
                 for key in &keys {
                     self.running.remove(key);
                 }
-                for (key, ..) in &left {
-                    self.running.insert(key.clone());
+                for r in &left {
+                    self.running.insert(r.key.clone());
                 }
                 self.unrecorded = left;
                 if let Some(e) = error {
@@ -364,17 +384,7 @@ impl Worker {
         let mut skips: Vec<(Key, String, String)> = Vec::new();
         for msg in batch {
             match msg {
-                Msg::Reload(loaded) => {
-                    self.current = loaded;
-                    let (released, held, waiting) = self.account.reloaded();
-                    if released {
-                        info!("configuration reloaded: resuming the held sends, one attempt first");
-                    }
-                    self.release_held(now, &held);
-                    for key in waiting {
-                        self.retries.push(Reverse((now, key)));
-                    }
-                }
+                Msg::Reload(loaded) => self.reloaded(loaded, now),
                 Msg::Timer(TimerEvent::Fire(f)) => {
                     let job = &f.job;
                     let late = (f.fired_at - f.occurrence).to_std().unwrap_or_default();
@@ -415,6 +425,9 @@ impl Worker {
                     reason,
                 }) => self.skip_range(job, first, last, reason),
             }
+        }
+        if std::mem::take(&mut self.reseed) {
+            self.seed_windows().await;
         }
         if !skips.is_empty() {
             let res = self
@@ -500,39 +513,5 @@ impl Worker {
             }
             self.start(key);
         }
-    }
-
-    /// Starts an attempt, unless the account is held or a probe is out.
-    fn start(&mut self, key: Key) {
-        let now = self.clock.now();
-        let Some(job) = self.job(&key) else {
-            return;
-        };
-        if self.running.contains(&key) {
-            return;
-        }
-        match self.account.admit(&key, &job, now) {
-            Admit::Start => {}
-            Admit::Later(at) => {
-                self.retries.push(Reverse((at, key)));
-                return;
-            }
-            Admit::Wait => return,
-        }
-        if !self.running.insert(key.clone()) {
-            return;
-        }
-        if let Some(url) = &job.ping_url {
-            self.ops.alerts.ping(url, crate::ops::Ping::Start, None);
-        }
-        let span = info_span!("deliver", job = %key.job, occurrence = %utc(key.scheduled_at));
-        let attempt = Attempt {
-            loaded: Arc::clone(&self.current),
-            job,
-            key,
-            recorder: self.recorder.clone(),
-            clock: Arc::clone(&self.clock),
-        };
-        self.inflight.spawn(attempt.run().instrument(span));
     }
 }

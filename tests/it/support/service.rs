@@ -181,9 +181,17 @@ impl Transport for RealTime {
 }
 
 fn real_time_mailer() -> MakeTransport {
-    Arc::new(|config: &Config, password: Option<SecretString>| {
-        let _guard = real_time().enter();
-        let mailer = Mailer::new(&config.transport, password, config.delivery.max_connections)?;
-        Ok(Arc::new(RealTime(Arc::new(mailer))) as Arc<dyn Transport>)
-    })
+    Arc::new(
+        |config: &Config,
+         account: &cronmail::config::AccountConfig,
+         password: Option<SecretString>| {
+            let _guard = real_time().enter();
+            let mailer = Mailer::new(
+                &account.transport,
+                password,
+                config.delivery.max_connections,
+            )?;
+            Ok(Arc::new(RealTime(Arc::new(mailer))) as Arc<dyn Transport>)
+        },
+    )
 }

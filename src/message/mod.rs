@@ -9,11 +9,22 @@ use std::time::SystemTime;
 use chrono::{DateTime, Utc};
 use lettre::address::Envelope;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use sha2::{Digest, Sha256};
 
-use crate::config::{Job, header_control};
+use crate::config::{Job, Method, header_control};
 use crate::render::Rendered;
+
+pub mod attach;
+pub mod invite;
+
+/// What a message carries besides its text.
+#[derive(Debug, Default)]
+pub struct Extras {
+    pub files: Vec<attach::File>,
+    /// An invitation: its iCalendar text and method.
+    pub invite: Option<(String, Method)>,
+}
 
 /// A message ready for a transport.
 #[derive(Clone, Debug)]
@@ -39,6 +50,68 @@ pub enum ComposeError {
     HeaderInjection(&'static str),
     #[error("building the message: {0}")]
     Build(#[from] lettre::error::Error),
+    #[error("building the message: {0}")]
+    Attachment(String),
+}
+
+enum Body {
+    Single(SinglePart),
+    Multi(MultiPart),
+}
+
+/// The text, the HTML alternative and the invitation as alternatives of one another;
+/// with files (and the invitation's .ics file), all of that and the files, mixed.
+fn body(rendered: &Rendered, extras: &Extras) -> Result<Body, ComposeError> {
+    let text = SinglePart::builder()
+        .header(ContentType::TEXT_PLAIN)
+        .body(rendered.body.clone());
+    let mut alternatives = vec![text];
+    if let Some(html) = &rendered.html {
+        alternatives.push(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(html.clone()),
+        );
+    }
+    if let Some((ics, method)) = &extras.invite {
+        let ct = ContentType::parse(&format!(
+            "text/calendar; charset=utf-8; method={}",
+            method.name()
+        ))
+        .map_err(|e| ComposeError::Attachment(e.to_string()))?;
+        alternatives.push(SinglePart::builder().header(ct).body(ics.clone()));
+    }
+    let mut files: Vec<SinglePart> = Vec::new();
+    for f in &extras.files {
+        let ct = ContentType::parse(&f.content_type)
+            .unwrap_or_else(|_| ContentType::parse("application/octet-stream").expect("valid"));
+        files.push(Attachment::new(f.name.clone()).body(f.bytes.clone(), ct));
+    }
+    if let Some((ics, _)) = &extras.invite {
+        let ct = ContentType::parse("application/ics").expect("valid");
+        files.push(Attachment::new("invite.ics".to_owned()).body(ics.clone(), ct));
+    }
+    let mut alternatives = alternatives.into_iter();
+    let first = alternatives.next().expect("the text part");
+    let rest: Vec<SinglePart> = alternatives.collect();
+    let main = if rest.is_empty() {
+        Body::Single(first)
+    } else {
+        Body::Multi(rest.into_iter().fold(
+            MultiPart::alternative().singlepart(first),
+            MultiPart::singlepart,
+        ))
+    };
+    if files.is_empty() {
+        return Ok(main);
+    }
+    let mixed = match main {
+        Body::Single(part) => MultiPart::mixed().singlepart(part),
+        Body::Multi(alt) => MultiPart::mixed().multipart(alt),
+    };
+    Ok(Body::Multi(
+        files.into_iter().fold(mixed, MultiPart::singlepart),
+    ))
 }
 
 /// `JOB.UNIXSECONDS.HASH@FROM-DOMAIN`: the same occurrence always gets the same id, so
@@ -70,6 +143,7 @@ pub fn compose(
     occurrence: DateTime<Utc>,
     date: DateTime<Utc>,
     redirect: Option<&[Mailbox]>,
+    extras: &Extras,
 ) -> Result<Outgoing, ComposeError> {
     // lettre would encode a line break in a Subject, but a reminder whose subject spans
     // lines is a template bug or an injection attempt: refuse it.
@@ -101,18 +175,9 @@ pub fn compose(
     if let Some(r) = &job.reply_to {
         b = b.reply_to(r.clone());
     }
-    let text = SinglePart::builder()
-        .header(ContentType::TEXT_PLAIN)
-        .body(rendered.body.clone());
-    let mut message = match &rendered.html {
-        None => b.singlepart(text)?,
-        Some(html) => b.multipart(
-            MultiPart::alternative().singlepart(text).singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(html.clone()),
-            ),
-        )?,
+    let mut message = match body(rendered, extras)? {
+        Body::Single(part) => b.singlepart(part)?,
+        Body::Multi(parts) => b.multipart(parts)?,
     };
     // lettre writes Date in UTC; RFC 5322 allows any offset, and the job's zone is what
     // the reader expects to see.
