@@ -16,6 +16,7 @@ use crate::config::{self, Config, Diagnostics, Host, Job};
 use crate::failure::{ErrorClass, Failure, Phase};
 use crate::mail::{Delivered, MakeTransport, Transport};
 use crate::message::{self, ComposeError, Outgoing};
+use crate::recipients::Row;
 use crate::render::{Part, TemplateError};
 use crate::secret::SecretError;
 
@@ -134,12 +135,20 @@ pub fn prepare(
     occurrence: DateTime<Utc>,
     date: DateTime<Utc>,
     redirect: Option<&[Mailbox]>,
+    row: Option<&Arc<Row>>,
 ) -> Result<Outgoing, DeliverError> {
     let rendered = config
         .templates
-        .render(&job.base, job.occasion(occurrence), job.tz(), &job.vars)
+        .render_row(
+            &job.base,
+            job.occasion(occurrence),
+            job.tz(),
+            &job.vars,
+            row.map(|r| &r.columns),
+        )
         .map_err(|(part, e)| DeliverError::Render(part, e))?;
-    let extras = extras(job, &rendered, occurrence, date, redirect)?;
+    let mut extras = extras(job, &rendered, occurrence, date, redirect, row)?;
+    extras.row = row.cloned();
     Ok(message::compose(
         job, &rendered, occurrence, date, redirect, &extras,
     )?)
@@ -152,6 +161,7 @@ fn extras(
     occurrence: DateTime<Utc>,
     date: DateTime<Utc>,
     redirect: Option<&[Mailbox]>,
+    row: Option<&Arc<Row>>,
 ) -> Result<message::Extras, DeliverError> {
     let mut extras = message::Extras::default();
     if let Some(a) = &job.attachments {
@@ -171,9 +181,10 @@ fn extras(
         }
     }
     if let (Some(invite), Some(text)) = (&job.invite, &rendered.invite) {
-        let attendees: Vec<Mailbox> = match redirect {
-            Some(to) => to.to_vec(),
-            None => job.to.iter().chain(&job.cc).cloned().collect(),
+        let attendees: Vec<Mailbox> = match (redirect, row) {
+            (Some(to), _) => to.to_vec(),
+            (None, Some(row)) => std::iter::once(&row.to).chain(&job.cc).cloned().collect(),
+            (None, None) => job.to.iter().chain(&job.cc).cloned().collect(),
         };
         let event = message::invite::Event {
             job,
@@ -182,11 +193,34 @@ fn extras(
             starts: job.schedule.event_of(occurrence),
             stamp: date,
             attendees: &attendees,
-            row: None,
+            row: row.map(|r| &*r.key),
         };
         extras.invite = Some((message::invite::ics(&event), invite.method));
     }
     Ok(extras)
+}
+
+/// For `render` and `send` of a job with a `recipients_file`: its first row (said on
+/// stderr), or why there is none. `None` for a job without one.
+pub fn first_row(job: &Job) -> Result<Option<Arc<Row>>, String> {
+    let Some(path) = &job.recipients_file else {
+        return Ok(None);
+    };
+    let rows = crate::recipients::read(path).map_err(|e| format!("`recipients_file`: {e}"))?;
+    let Some(row) = rows.rows.first() else {
+        return Err(format!("`{}` has no rows to send", path.display()));
+    };
+    let _ = std::io::Write::write_fmt(
+        &mut std::io::stderr(),
+        format_args!(
+            "note: the message of the first of {} rows of `{}` (line {}, `{}`)\n",
+            rows.rows.len(),
+            path.display(),
+            row.line,
+            row.key
+        ),
+    );
+    Ok(Some(Arc::clone(row)))
 }
 
 /// One attempt's result: the message (when it could be built) and the server's answer.
@@ -195,17 +229,18 @@ pub struct Sent {
     pub delivered: Delivered,
 }
 
-/// Renders and sends one occurrence through `account` (the job's own, or its
-/// fallback). `now` is the Date header's instant.
+/// Renders and sends one occurrence (or one row's message of it) through `account`
+/// (the job's own, or its fallback). `now` is the Date header's instant.
 pub async fn deliver(
     loaded: &Loaded,
     job: &Job,
     account: usize,
-    occurrence: DateTime<Utc>,
+    (occurrence, row): (DateTime<Utc>, Option<&Arc<Row>>),
     now: DateTime<Utc>,
     redirect: Option<&[Mailbox]>,
 ) -> Result<Sent, (Option<String>, DeliverError)> {
-    let out = prepare(&loaded.config, job, occurrence, now, redirect).map_err(|e| (None, e))?;
+    let out =
+        prepare(&loaded.config, job, occurrence, now, redirect, row).map_err(|e| (None, e))?;
     match loaded.transport(account).send(&out).await {
         Ok(delivered) => Ok(Sent { out, delivered }),
         Err(e) => Err((Some(out.message_id), e.into())),
@@ -227,6 +262,8 @@ pub fn local(job: &Job, t: DateTime<Utc>) -> String {
 /// What one attempt was about, for its log line.
 pub struct LogContext<'a> {
     pub job: &'a Job,
+    /// The row of a `recipients_file` the message was for.
+    pub row: Option<&'a str>,
     pub occurrence: DateTime<Utc>,
     pub attempt: u32,
     pub transport: &'a dyn Transport,
@@ -252,6 +289,7 @@ pub fn log_outcome(
     match outcome {
         Ok(sent) => info!(
             job = %a.job.name,
+            row = a.row,
             occurrence = %utc(a.occurrence),
             local = %local(a.job, a.occurrence),
             attempt = a.attempt,
@@ -267,6 +305,7 @@ pub fn log_outcome(
         ),
         Err((message_id, DeliverError::Send(e))) => error!(
             job = %a.job.name,
+            row = a.row,
             occurrence = %utc(a.occurrence),
             local = %local(a.job, a.occurrence),
             message_id = message_id.unwrap_or(""),
@@ -284,6 +323,7 @@ pub fn log_outcome(
         ),
         Err((_, other @ DeliverError::Attach(_))) => error!(
             job = %a.job.name,
+            row = a.row,
             occurrence = %utc(a.occurrence),
             local = %local(a.job, a.occurrence),
             attempt = a.attempt,
@@ -293,6 +333,7 @@ pub fn log_outcome(
         ),
         Err((_, other)) => error!(
             job = %a.job.name,
+            row = a.row,
             occurrence = %utc(a.occurrence),
             local = %local(a.job, a.occurrence),
             attempt = a.attempt,

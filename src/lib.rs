@@ -14,9 +14,10 @@
 //! logging.rs       tracing to stderr, or to journald under systemd
 //! cmd/             one file per subcommand; errors are printed there, once
 //! config/          jobs.toml -> Config; the only module that sees TOML
-//!   raw.rs           the file as written (serde, spans)
+//!   raw/             the file as written (serde, spans): the top, [[job]], the accounts
 //!   types.rs         what the rest reads (Config, Job, SmtpConfig, ...)
-//!   validate/        raw -> types, every problem collected (Validator)
+//!   validate/        raw -> types, every problem collected (Validator); account.rs the
+//!                    accounts, shape.rs attachments, invitations and recipients files
 //!   host.rs          facts of the machine, injected
 //!   provider.rs      provider facts: presets, OAuth2 endpoints
 //!   diagnostic.rs    PATH:LINE:COL problems
@@ -24,7 +25,9 @@
 //! timer.rs         the heap of next occurrences, the catch-up policy (pure)
 //! clock.rs         now, as an input
 //! render.rs        templates -> subject and bodies (pure)
-//! message.rs       rendered parts -> RFC 5322 bytes and an envelope (pure)
+//! message/         rendered parts -> RFC 5322 bytes and an envelope; attach.rs (files read
+//!                  at send time), invite.rs (the iCalendar invitation)
+//! recipients.rs    a `recipients_file`: CSV rows, one message each
 //! deliver.rs       one occurrence end to end: load, prepare, send, the log line
 //! mail/            a message -> SMTP over TLS (smtp, auth, pool, probe, hint), or the outbox
 //! oauth2/          XOAUTH2 access tokens (on the oauth2 crate), and `oauth2 authorize`
@@ -32,7 +35,9 @@
 //! secret.rs        where a secret comes from
 //! retry.rs         after a failure: retry at, hold, or give up (pure)
 //! ledger/          what was sent, durably: sqlite.rs (one node), pg.rs (several), one open
-//! daemon/          the service: timer_loop, worker, attempt, recorder, signals, notify
+//! daemon/          the service: timer_loop, worker (admit: accounts, fallback, limits),
+//!                  attempt, account (a login's hold), limit (sending limits), recorder,
+//!                  signals, notify
 //! persist.rs       the one atomic write (temp, fsync, rename)
 //! files.rs         the one reader: regular files only, under a cap
 //! failure.rs       the failure vocabulary (ErrorClass, Phase, Failure), at the bottom
@@ -78,6 +83,7 @@ mod message;
 mod oauth2;
 mod ops;
 mod persist;
+pub mod recipients;
 mod render;
 mod retry;
 pub mod schedule;

@@ -34,6 +34,8 @@ pub enum Part {
     InviteSummary,
     InviteLocation,
     InviteDescription,
+    /// `list_unsubscribe`.
+    Unsubscribe,
 }
 
 impl Part {
@@ -46,6 +48,7 @@ impl Part {
             Part::InviteSummary => "invite.summary",
             Part::InviteLocation => "invite.location",
             Part::InviteDescription => "invite.description",
+            Part::Unsubscribe => "list_unsubscribe",
         }
     }
 }
@@ -213,6 +216,8 @@ pub struct Rendered {
     pub attach: Vec<String>,
     /// `[job.invite]`'s summary (the subject when absent), location and description.
     pub invite: Option<InviteText>,
+    /// `list_unsubscribe`, rendered.
+    pub unsubscribe: Option<String>,
 }
 
 /// The rendered text of a calendar invitation.
@@ -418,6 +423,7 @@ impl Templates {
         Ok(Rendered {
             body: part(Part::Body)?,
             html: optional(Part::Html)?,
+            unsubscribe: optional(Part::Unsubscribe)?,
             subject,
             attach,
             invite,

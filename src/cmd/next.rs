@@ -168,7 +168,14 @@ pub fn render(path: &Path, name: &str, at: Option<&str>) -> Exit {
         );
     }
     // The Date header is the occurrence itself, so the output is reproducible.
-    match deliver::prepare(&config, job, at, at, None) {
+    let row = match deliver::first_row(job) {
+        Ok(row) => row,
+        Err(e) => {
+            print_error(&format!("job `{name}`: {e}"));
+            return Exit::Config;
+        }
+    };
+    match deliver::prepare(&config, job, at, at, None, row.as_ref()) {
         Ok(out) => {
             let _ = std::io::stdout().write_all(&out.bytes);
             Exit::Ok

@@ -42,17 +42,25 @@ pub async fn send(path: &Path, name: &str, to: &[String]) -> Exit {
     let now = Utc::now();
     let occurrence = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let started = Instant::now();
+    let row = match deliver::first_row(&job) {
+        Ok(row) => row,
+        Err(e) => {
+            print_error(&format!("job `{name}`: {e}"));
+            return Exit::Config;
+        }
+    };
     let result = deliver::deliver(
         &loaded,
         &job,
         job.account,
-        occurrence,
+        (occurrence, row.as_ref()),
         now,
         redirect.as_deref(),
     )
     .await;
     let line = deliver::LogContext {
         job: &job,
+        row: row.as_ref().map(|r| &*r.key),
         occurrence,
         attempt: 1,
         transport: &**loaded.transport(job.account),

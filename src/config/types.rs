@@ -236,6 +236,20 @@ pub struct Job {
     pub attachments: Option<Arc<Attachments>>,
     /// `[job.invite]`: a calendar invitation in each message.
     pub invite: Option<Arc<Invite>>,
+    /// `recipients_file`: one message per row, read at each occurrence.
+    pub recipients_file: Option<Arc<PathBuf>>,
+}
+
+impl Job {
+    /// How many recipients one message of it has (a row's message: the row and cc/bcc).
+    pub fn recipients(&self) -> u32 {
+        let to = if self.recipients_file.is_some() {
+            1
+        } else {
+            self.to.len()
+        };
+        u32::try_from(to + self.cc.len() + self.bcc.len()).unwrap_or(u32::MAX)
+    }
 }
 
 /// Largest total of a job's attached files by default: Gmail's message limit.
@@ -377,9 +391,13 @@ pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(120);
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 impl Config {
-    /// The job of this name, if the configuration has one.
+    /// The job of this name, if the configuration has one; for a row of a
+    /// `recipients_file` (`NAME/ROWKEY`), the job of its rows.
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
-        self.by_name.get(name).map(|&i| &self.jobs[i])
+        self.by_name
+            .get(name)
+            .or_else(|| self.by_name.get(job_of(name)))
+            .map(|&i| &self.jobs[i])
     }
 
     /// The account that sends `job`'s messages.
@@ -402,6 +420,20 @@ impl fmt::Display for TlsMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// The job a ledger key's job belongs to: `NAME` for a row `NAME/ROWKEY` of a
+/// `recipients_file` (no job name has a `/`), else the name itself.
+pub fn job_of(name: &str) -> &str {
+    name.split_once('/').map_or(name, |(job, _)| job)
+}
+
+/// A `List-Unsubscribe` target: `mailto:` or `https://`, one line.
+pub fn unsubscribe_url(s: &str) -> bool {
+    (s.starts_with("mailto:") || s.starts_with("https://"))
+        && !s
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
 }
 
 /// Names the first character that may not appear in a header value, if any.

@@ -34,6 +34,8 @@ pub(super) struct Attempt {
     pub loaded: Arc<Loaded>,
     pub job: Arc<Job>,
     pub account: usize,
+    /// The row of a `recipients_file` this attempt is for.
+    pub row: Option<Arc<crate::recipients::Row>>,
     pub key: Key,
     pub recorder: Recorder,
     pub clock: Arc<dyn Clock>,
@@ -45,6 +47,7 @@ impl Attempt {
             loaded,
             job,
             account,
+            row,
             key,
             recorder,
             clock,
@@ -71,8 +74,15 @@ impl Attempt {
             }
             Err(e) => return done(0, Err((None, DeliverError::Ledger(e))), false),
         };
-        let result =
-            deliver::deliver(&loaded, &job, account, key.scheduled_at, clock.now(), None).await;
+        let result = deliver::deliver(
+            &loaded,
+            &job,
+            account,
+            (key.scheduled_at, row.as_ref()),
+            clock.now(),
+            None,
+        )
+        .await;
         // Record the delivery here, not after the worker picks this task up: the
         // shorter the gap after the server's reply, the rarer a resend after a crash.
         let mut unrecorded = None;

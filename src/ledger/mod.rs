@@ -42,7 +42,20 @@ pub struct Key {
     pub scheduled_at: DateTime<Utc>,
 }
 
+pub use crate::config::job_of;
+
 impl Key {
+    /// A row of a `recipients_file`: the job `NAME/ROWKEY`, which the ledger keys as a job
+    /// of its own, so each row is claimed, retried and recorded on its own.
+    pub fn row(job: &str, row: &str, scheduled_at: DateTime<Utc>) -> Self {
+        Key::new(format!("{job}/{row}"), scheduled_at)
+    }
+
+    /// The row key, for a row's occurrence.
+    pub fn row_key(&self) -> Option<&str> {
+        self.job.split_once('/').map(|(_, r)| r)
+    }
+
     pub fn new(job: impl Into<Arc<str>>, scheduled_at: DateTime<Utc>) -> Self {
         Key {
             job: job.into(),
@@ -130,6 +143,35 @@ pub struct Record {
     pub updated_at: DateTime<Utc>,
     /// The node that last worked on it (a shared ledger only).
     pub node: Option<String>,
+}
+
+/// The rows of a `recipients_file` (`NAME/ROWKEY`) counted as their job: the latest
+/// occurrence handled of each job, where catch-up starts.
+pub(crate) fn fold_handled(
+    by_key: impl IntoIterator<Item = (String, DateTime<Utc>)>,
+) -> HashMap<String, DateTime<Utc>> {
+    let mut out: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for (job, at) in by_key {
+        let e = out.entry(job_of(&job).to_owned()).or_insert(at);
+        *e = (*e).max(at);
+    }
+    out
+}
+
+/// The rows of a `recipients_file` summed into their job, for `status`.
+pub(crate) fn fold_summary(by_key: HashMap<String, JobSummary>) -> HashMap<String, JobSummary> {
+    let mut out: HashMap<String, JobSummary> = HashMap::new();
+    for (job, s) in by_key {
+        let e = out.entry(job_of(&job).to_owned()).or_default();
+        if s.last_sent.as_ref().map(|l| l.0) > e.last_sent.as_ref().map(|l| l.0) {
+            e.last_sent = s.last_sent;
+        }
+        if s.last_failure.as_ref().map(|l| l.0) > e.last_failure.as_ref().map(|l| l.0) {
+            e.last_failure = s.last_failure;
+        }
+        e.pending += s.pending;
+    }
+    out
 }
 
 /// Per job, for `cronmail status`.

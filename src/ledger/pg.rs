@@ -492,7 +492,8 @@ impl Ledger for PgLedger {
             )?
             .iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect()
+            .collect::<Result<Vec<_>, postgres::Error>>()
+            .map(super::fold_handled)
         })
     }
 
@@ -501,7 +502,8 @@ impl Ledger for PgLedger {
         self.with(|c| {
             c.query(
                 &format!(
-                    "SELECT {COLUMNS} FROM cronmail_occurrences WHERE $1::text IS NULL OR job = $1
+                    "SELECT {COLUMNS} FROM cronmail_occurrences
+                     WHERE $1::text IS NULL OR job = $1 OR left(job, length($1) + 1) = $1 || '/'
                      ORDER BY scheduled_at DESC, job LIMIT $2"
                 ),
                 &[&job, &limit],
@@ -541,7 +543,7 @@ impl Ledger for PgLedger {
                 out.entry(r.try_get(0)?).or_default().pending =
                     u32::try_from(r.try_get::<_, i64>(1)?).unwrap_or(u32::MAX);
             }
-            Ok(out)
+            Ok(super::fold_summary(out))
         })
     }
 

@@ -504,15 +504,18 @@ impl Ledger for SqliteLedger {
         self.with(|c| {
             let mut stmt =
                 c.prepare("SELECT job, MAX(scheduled_at) FROM occurrences GROUP BY job")?;
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
-                .collect()
+            let rows: rusqlite::Result<Vec<_>> = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, from_ts(r.get(1)?))))?
+                .collect();
+            rows.map(super::fold_handled)
         })
     }
 
     fn history(&self, job: Option<&str>, limit: usize) -> Result<Vec<Record>, LedgerError> {
         self.with(|c| {
             let mut stmt = c.prepare(&format!(
-                "SELECT {RECORD_COLUMNS} FROM occurrences WHERE ?1 IS NULL OR job = ?1
+                "SELECT {RECORD_COLUMNS} FROM occurrences
+                 WHERE ?1 IS NULL OR job = ?1 OR substr(job, 1, length(?1) + 1) = ?1 || '/'
                  ORDER BY scheduled_at DESC, job LIMIT ?2"
             ))?;
             stmt.query_map(
@@ -552,7 +555,7 @@ impl Ledger for SqliteLedger {
                 let (job, n) = row?;
                 out.entry(job).or_default().pending = n;
             }
-            Ok(out)
+            Ok(super::fold_summary(out))
         })
     }
 

@@ -24,6 +24,9 @@ pub struct Extras {
     pub files: Vec<attach::File>,
     /// An invitation: its iCalendar text and method.
     pub invite: Option<(String, Method)>,
+    /// The row of a `recipients_file` this message is for: its `To`, and its own
+    /// Message-ID.
+    pub row: Option<std::sync::Arc<crate::recipients::Row>>,
 }
 
 /// A message ready for a transport.
@@ -52,6 +55,8 @@ pub enum ComposeError {
     Build(#[from] lettre::error::Error),
     #[error("building the message: {0}")]
     Attachment(String),
+    #[error("`list_unsubscribe` renders as `{0}`; it must be a `mailto:` or `https://` URL")]
+    Unsubscribe(String),
 }
 
 enum Body {
@@ -117,11 +122,20 @@ fn body(rendered: &Rendered, extras: &Extras) -> Result<Body, ComposeError> {
 /// `JOB.UNIXSECONDS.HASH@FROM-DOMAIN`: the same occurrence always gets the same id, so
 /// a resend after a crash is recognisable as a duplicate by the recipient's client.
 pub fn message_id(job: &Job, occurrence: DateTime<Utc>) -> String {
+    message_id_for(job, None, occurrence)
+}
+
+/// The Message-ID of one row's message (its key in the hash): each row has its own.
+pub fn message_id_for(job: &Job, row: Option<&str>, occurrence: DateTime<Utc>) -> String {
     let mut h = Sha256::new();
     h.update(job.name.as_bytes());
     h.update([0]);
     h.update(occurrence.timestamp().to_be_bytes());
     h.update(job.from.email.to_string().as_bytes());
+    if let Some(row) = row {
+        h.update([0]);
+        h.update(row.as_bytes());
+    }
     let digest = h.finalize();
     let hash = digest[..6].iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
@@ -150,7 +164,7 @@ pub fn compose(
     if let Some(bad) = header_control(&rendered.subject) {
         return Err(ComposeError::HeaderInjection(bad));
     }
-    let id = message_id(job, occurrence);
+    let id = message_id_for(job, extras.row.as_ref().map(|r| &*r.key), occurrence);
     let mut b = lettre::Message::builder()
         .from(job.from.clone())
         .subject(rendered.subject.clone())
@@ -161,8 +175,13 @@ pub fn compose(
             b = b.to(m.clone());
         }
     } else {
-        for m in &job.to {
-            b = b.to(m.clone());
+        match &extras.row {
+            Some(row) => b = b.to(row.to.clone()),
+            None => {
+                for m in &job.to {
+                    b = b.to(m.clone());
+                }
+            }
         }
         for m in &job.cc {
             b = b.cc(m.clone());
@@ -188,6 +207,23 @@ pub fn compose(
         local_date.clone(),
         local_date,
     ));
+    if let Some(url) = &rendered.unsubscribe {
+        if !crate::config::unsubscribe_url(url) {
+            return Err(ComposeError::Unsubscribe(url.clone()));
+        }
+        // RFC 2369, and RFC 8058's one-click POST for an https URL (Gmail and Yahoo
+        // require both of bulk senders).
+        headers.insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str("List-Unsubscribe"),
+            format!("<{url}>"),
+        ));
+        if url.starts_with("https://") {
+            headers.insert_raw(HeaderValue::new(
+                HeaderName::new_from_ascii_str("List-Unsubscribe-Post"),
+                "List-Unsubscribe=One-Click".to_owned(),
+            ));
+        }
+    }
     // RFC 3834: tells auto-responders (vacation replies) not to answer.
     headers.insert_raw(HeaderValue::new(
         HeaderName::new_from_ascii_str("Auto-Submitted"),

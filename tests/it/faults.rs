@@ -139,7 +139,7 @@ async fn smtp_carries_exactly_the_bytes_render_prints() {
     let mailer = cronmail::Mailer::new(&cfg.accounts[0].transport, password, 1).unwrap();
     for (i, (name, _)) in bodies.iter().enumerate() {
         let job = cfg.job(name).unwrap();
-        let out = cronmail::prepare(&cfg, job, at, at, None).unwrap();
+        let out = cronmail::prepare(&cfg, job, at, at, None, None).unwrap();
         mailer.send(&out).await.unwrap();
         let got = server.messages()[i].data.clone();
         assert_eq!(got.as_bytes(), &out.bytes[..], "{name}");

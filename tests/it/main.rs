@@ -13,6 +13,7 @@ mod faults;
 mod first_hour;
 mod ha;
 mod ledger;
+mod merge;
 mod oauth2;
 mod ops;
 mod schedule;

@@ -259,7 +259,7 @@ proptest! {
         if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/x/jobs.toml"), &text, &host()) {
             let job = &cfg.jobs[0];
             let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            if let Ok(out) = cronmail::prepare(&cfg, job, at, at, None) {
+            if let Ok(out) = cronmail::prepare(&cfg, job, at, at, None, None) {
                 let text = String::from_utf8_lossy(&out.bytes);
                 let headers = text.split("\r\n\r\n").next().unwrap_or_default();
                 prop_assert!(!headers.to_ascii_lowercase().contains("\r\nbcc:"));
@@ -274,7 +274,7 @@ proptest! {
         let text = format!("from = \"bot@example.com\"\n[outbox]\n[[job]]\nname = \"a\"\nschedule = \"@daily\"\nto = [{addr:?}]\nsubject = \"s\"\nbody = \"b\"\n");
         if let Ok(cfg) = cronmail::config::parse(std::path::Path::new("/x/jobs.toml"), &text, &host()) {
             let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
-            let out = cronmail::prepare(&cfg, &cfg.jobs[0], at, at, None);
+            let out = cronmail::prepare(&cfg, &cfg.jobs[0], at, at, None, None);
             prop_assert!(out.is_ok());
         }
     }

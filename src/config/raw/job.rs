@@ -11,7 +11,7 @@ use super::{CatchUpName, DURATION, LOCAL_TIME, OnOmitName, OneOrMany};
 /// One reminder: a schedule, recipients, and the message.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-#[schemars(rename = "Job")]
+#[schemars(rename = "Job", transform = to_or_recipients_file)]
 pub(in crate::config) struct RawJob {
     /// Where the job's table is in the file (set after deserializing).
     #[serde(skip)]
@@ -77,9 +77,18 @@ pub(in crate::config) struct RawJob {
     /// The job's time zone (IANA), overriding the top-level one.
     #[schemars(with = "Option<String>")]
     pub timezone: Option<Spanned<String>>,
-    /// The recipients: a list, e.g. `["a@example.com", "Kim <kim@example.com>"]`.
-    #[schemars(with = "Vec<String>", length(min = 1))]
+    /// The recipients: a list, e.g. `["a@example.com", "Kim <kim@example.com>"]`;
+    /// required unless `recipients_file`.
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub to: Option<Spanned<Vec<Spanned<String>>>>,
+    /// One message per row of this CSV file (relative to jobs.toml's folder), to the row's
+    /// `email`; every column is `row.COLUMN` in the templates. Instead of `to`.
+    #[schemars(with = "Option<String>")]
+    pub recipients_file: Option<Spanned<String>>,
+    /// Adds `List-Unsubscribe` (RFC 2369) with this `mailto:` or `https:` URL (a
+    /// template), and for `https:` `List-Unsubscribe-Post` (RFC 8058).
+    #[schemars(with = "Option<String>", regex(pattern = r"^(mailto:|https://|\{)"))]
+    pub list_unsubscribe: Option<Spanned<String>>,
     /// Copy recipients.
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -143,6 +152,14 @@ pub(in crate::config) struct RawJob {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, String>")]
     pub vars: BTreeMap<String, Spanned<String>>,
+}
+
+/// A job needs `to`, or a `recipients_file` whose rows are the recipients.
+fn to_or_recipients_file(schema: &mut schemars::Schema) {
+    schema.insert(
+        "anyOf".to_owned(),
+        serde_json::json!([{"required": ["to"]}, {"required": ["recipients_file"]}]),
+    );
 }
 
 #[derive(JsonSchema)]

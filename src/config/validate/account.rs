@@ -233,25 +233,46 @@ impl Validator<'_> {
         raw: &RawJob,
         names: &AccountNames,
         account: usize,
-        recipients: usize,
+        (per_message, rows): (usize, Option<usize>),
         job: Option<&str>,
     ) {
         let Some((name, _, Some((day, own)))) = names.names.get(account) else {
             return;
         };
-        if recipients > *day as usize {
-            let here = raw.to.as_ref().map_or(raw.span.clone(), Spanned::span);
-            let message = if *own {
+        let day = *day as usize;
+        let whose = if *own {
+            format!("account `{name}`'s max_per_day of {day}")
+        } else {
+            format!("the {day} a day the provider of account `{name}` documents")
+        };
+        let here = raw
+            .recipients_file
+            .as_ref()
+            .map(Spanned::span)
+            .or_else(|| raw.to.as_ref().map(Spanned::span))
+            .unwrap_or_else(|| raw.span.clone());
+        let message = if per_message > day {
+            let then = if *own {
+                "it can never be sent, and expires"
+            } else {
+                "expect the server to refuse it"
+            };
+            format!("{per_message} recipients per message, more than {whose}: {then}")
+        } else if let Some(rows) = rows.filter(|r| r * per_message > day) {
+            let total = rows * per_message;
+            let then = if *own {
                 format!(
-                    "{recipients} recipients per message, more than account `{name}`'s max_per_day of {day}: it can never be sent, and expires"
+                    "each occurrence takes {} days to send, and what is left at `retry_for` expires",
+                    total.div_ceil(day)
                 )
             } else {
-                format!(
-                    "{recipients} recipients per message, more than the {day} a day the provider of account `{name}` documents: expect the server to refuse it"
-                )
+                "set `max_per_day` to spread it over days instead of being refused".to_owned()
             };
-            self.warn(Some(here), job, message);
-        }
+            format!("{rows} rows make {total} recipients per occurrence, more than {whose}: {then}")
+        } else {
+            return;
+        };
+        self.warn(Some(here), job, message);
     }
 }
 

@@ -13,7 +13,7 @@ use toml::Spanned;
 use super::{Defaults, Validator};
 use crate::config::diagnostic::Diagnostic;
 use crate::config::raw::RawJob;
-use crate::config::types::{Job, MAX_JOB_NAME, MAX_RECIPIENTS, header_control};
+use crate::config::types::{Job, MAX_JOB_NAME, MAX_RECIPIENTS, header_control, unsubscribe_url};
 use crate::render::{Part, Templates, Vars};
 use crate::schedule::{Interner, Schedule};
 
@@ -75,10 +75,6 @@ impl Validator<'_> {
             None => Some(vec![0]),
         };
         let addresses = self.addresses(&raw, defaults, job);
-        if let Some(a) = account {
-            let recipients = addresses.to.len() + addresses.cc.len() + addresses.bcc.len();
-            self.recipients_warning(&raw, &defaults.accounts, a, recipients, job);
-        }
         let catch_up = raw
             .catch_up
             .as_ref()
@@ -90,6 +86,17 @@ impl Validator<'_> {
         let mut origins = self.templates(&raw, &name, templates);
         let attachments = self.attachments(&raw, &name, templates, &mut origins);
         let invite = self.invite(&raw, &name, templates, &mut origins);
+        let recipients_file = self.recipients_file(&raw, &name, templates, &mut origins);
+        if let Some(a) = account {
+            let rows = self.first_rows.get(&name).map(|(_, n)| *n);
+            let to = if rows.is_some() {
+                1
+            } else {
+                addresses.to.len()
+            };
+            let per_message = to + addresses.cc.len() + addresses.bcc.len();
+            self.recipients_warning(&raw, &defaults.accounts, a, (per_message, rows), job);
+        }
 
         let vars: Vars = raw
             .vars
@@ -108,8 +115,9 @@ impl Validator<'_> {
             // their mistakes show in the same pass as everything else.
             let at = first.unwrap_or(now);
             let tz = tz.unwrap_or(chrono_tz::UTC);
+            let row = self.first_rows.get(&name).map(|(r, _)| r.clone());
             for (part, origin) in &origins {
-                if let Err(e) = templates.render_part(&name, *part, at, tz, &vars) {
+                if let Err(e) = templates.render_with(&name, *part, at, tz, &vars, row.as_ref()) {
                     self.template_error(origin, &name, *part, e.line, &e.message);
                 }
             }
@@ -135,6 +143,7 @@ impl Validator<'_> {
                 ping_url,
                 attachments,
                 invite,
+                recipients_file,
             },
             origins,
             lead?,
@@ -246,7 +255,9 @@ impl Validator<'_> {
         let cc = list(self, &raw.cc, "cc");
         let bcc = list(self, &raw.bcc, "bcc");
         let stripped = |k: &str| raw.stripped.iter().any(|s| s == k);
-        if raw_to.is_empty() && raw.cc.is_empty() && raw.bcc.is_empty() && !stripped("to") {
+        let rows = raw.recipients_file.is_some();
+        if raw_to.is_empty() && raw.cc.is_empty() && raw.bcc.is_empty() && !stripped("to") && !rows
+        {
             let message = if raw.to.is_some() {
                 "no recipients: `to` is empty"
             } else {
@@ -348,9 +359,33 @@ impl Validator<'_> {
                 }
                 continue;
             };
+            let row = self.first_rows.get(&*job.base).map(|(r, _)| r.clone());
+            if job.recipients_file.is_some() && row.is_none() {
+                // No row to render with: compile them at least.
+                for (part, origin) in spans {
+                    if let Err(e) = templates.check(&job.base, *part) {
+                        self.template_error(origin, &job.base, *part, e.line, &e.message);
+                    }
+                }
+                continue;
+            }
             for (part, origin) in spans {
                 let occasion = job.occasion(next);
-                match templates.render_part(&job.base, *part, occasion, job.tz(), &job.vars) {
+                let rendered = templates.render_with(
+                    &job.base,
+                    *part,
+                    occasion,
+                    job.tz(),
+                    &job.vars,
+                    row.as_ref(),
+                );
+                match rendered {
+                    Ok(out) if *part == Part::Unsubscribe && !unsubscribe_url(&out) => {
+                        let message = format!(
+                            "`list_unsubscribe` renders as `{out}`; it must be a `mailto:` or `https://` URL"
+                        );
+                        self.template_error(origin, &job.base, *part, None, &message);
+                    }
                     Ok(out) if *part == Part::Subject => {
                         if let Some(bad) = header_control(&out) {
                             let message = format!(

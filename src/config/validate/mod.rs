@@ -54,6 +54,9 @@ pub(super) struct Validator<'a> {
     /// `[calendars.NAME]`, loaded before the jobs.
     calendars: when::Calendars,
     omit_cache: when::OmitCache,
+    /// The first row of each job's `recipients_file`: its templates are test-rendered with it.
+    /// With the number of rows.
+    first_rows: std::collections::HashMap<String, (crate::render::Vars, usize)>,
 }
 
 /// A job with `before = [...]`: one job per offset, `NAME.7d` (and `NAME` for `0d`),
@@ -111,6 +114,7 @@ impl<'a> Validator<'a> {
             schedule_notes: std::collections::HashMap::new(),
             calendars: when::Calendars::new(),
             omit_cache: when::OmitCache::new(),
+            first_rows: std::collections::HashMap::new(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
     }

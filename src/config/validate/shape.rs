@@ -12,10 +12,83 @@ use crate::config::raw::RawJob;
 use crate::config::types::{Attachments, DEFAULT_ATTACH_MAX, Invite, Method, OnMissing};
 use crate::render::{Part, Templates};
 
+/// How many problems of one recipients file are reported (the rest are counted).
+const MAX_LIST_PROBLEMS: usize = 20;
+
 /// Most attachments one job may name.
 const MAX_ATTACH: usize = 32;
 
 impl Validator<'_> {
+    /// `recipients_file` (read now: every problem with its line) and `list_unsubscribe`.
+    /// The first row is kept to test-render the templates with (`row.*`).
+    pub(super) fn recipients_file(
+        &mut self,
+        raw: &RawJob,
+        name: &str,
+        templates: &mut Templates,
+        origins: &mut Origins,
+    ) -> Option<Arc<std::path::PathBuf>> {
+        let job = Some(name);
+        if let Some(u) = &raw.list_unsubscribe {
+            templates.add(name, Part::Unsubscribe, u.get_ref().clone());
+            origins.push((Part::Unsubscribe, TemplateOrigin::Inline(u.span())));
+        }
+        let file = raw.recipients_file.as_ref()?;
+        let path = self.resolve(file.get_ref());
+        if let Some(to) = &raw.to {
+            self.at(
+                Some(to.span()),
+                job,
+                "with `recipients_file`, each row is the message's To; put addresses every message goes to in `cc` or `bcc`",
+            );
+        }
+        let rows = match crate::recipients::read(&path) {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.at(Some(file.span()), job, format!("`recipients_file`: {e}"));
+                return None;
+            }
+        };
+        let shown = rows.problems.len().min(MAX_LIST_PROBLEMS);
+        for p in &rows.problems[..shown] {
+            self.diags.push(crate::config::Diagnostic {
+                path: path.clone(),
+                location: p
+                    .line
+                    .map(|l| (usize::try_from(l).unwrap_or(usize::MAX), 1)),
+                job: Some(name.to_owned()),
+                message: format!("recipients_file: {}", p.message),
+                warning: false,
+                snippet: None,
+            });
+        }
+        if rows.problems.len() > shown {
+            self.at(
+                Some(file.span()),
+                job,
+                format!(
+                    "`recipients_file` has {} more problems",
+                    rows.problems.len() - shown
+                ),
+            );
+        }
+        match rows.rows.first() {
+            Some(first) => {
+                self.first_rows
+                    .insert(name.to_owned(), (first.columns.clone(), rows.rows.len()));
+            }
+            None if rows.problems.is_empty() => {
+                self.warn(
+                    Some(file.span()),
+                    job,
+                    format!("`{}` has no rows: nothing is sent", path.display()),
+                );
+            }
+            None => {}
+        }
+        Some(Arc::new(path))
+    }
+
     /// `attach`, `attach_dir`, `attach_max_bytes` and `on_missing_attachment`. The paths
     /// are templates, kept with the job's others (and test-rendered with them).
     pub(super) fn attachments(

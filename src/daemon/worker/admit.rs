@@ -46,11 +46,6 @@ impl AccountState {
     }
 }
 
-/// How many recipients a message of `job` has, for `max_per_day`.
-pub(super) fn recipients(job: &Job) -> u32 {
-    u32::try_from(job.to.len() + job.cc.len() + job.bcc.len()).unwrap_or(u32::MAX)
-}
-
 impl Worker {
     /// Starts an attempt, unless the account is held, a probe is out, or a sending
     /// limit says to wait.
@@ -62,6 +57,16 @@ impl Worker {
         if self.running.contains(&key) {
             return;
         }
+        let row = match key.row_key() {
+            None => None,
+            Some(row_key) => match self.row_of(&job, row_key) {
+                Ok(row) => Some(row),
+                Err(why) => {
+                    self.give_ups.push((key, State::Skipped, "removed", why));
+                    return;
+                }
+            },
+        };
         let account = self.route(&key, &job, now);
         if !self.within_limits(&key, &job, account, now) {
             return;
@@ -79,7 +84,7 @@ impl Worker {
         }
         self.accounts[account]
             .window
-            .reserve(&key, now, recipients(&job));
+            .reserve(&key, now, job.recipients());
         if let Some(url) = &job.ping_url {
             self.ops.alerts.ping(url, crate::ops::Ping::Start, None);
         }
@@ -88,6 +93,7 @@ impl Worker {
             loaded: Arc::clone(&self.current),
             job,
             account,
+            row,
             key,
             recorder: self.recorder.clone(),
             clock: Arc::clone(&self.clock),
@@ -131,7 +137,7 @@ impl Worker {
         let state = &mut self.accounts[account];
         let Some(wait) = state
             .window
-            .wait(now, recipients(job), a.max_per_minute, a.max_per_day)
+            .wait(now, job.recipients(), a.max_per_minute, a.max_per_day)
         else {
             return true;
         };
@@ -139,7 +145,13 @@ impl Worker {
         let expires = key.scheduled_at + retry_for;
         if now >= expires {
             state.window.logged.remove(key);
-            self.expiring.push(key.clone());
+            error!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: expired: the account's sending limit did not allow it within retry_for");
+            self.give_ups.push((
+                key.clone(),
+                State::Expired,
+                "quota",
+                "the account's sending limit (max_per_minute or max_per_day) did not allow it within retry_for".to_owned(),
+            ));
             return false;
         }
         if state.window.logged.insert(key.clone()) {
@@ -164,27 +176,38 @@ impl Worker {
         false
     }
 
-    /// Records as expired what a sending limit kept waiting past `retry_for`.
-    pub(super) async fn expire_waiting(&mut self) {
+    /// Records the occurrences `start` gave up on: expired by a sending limit, or a row
+    /// no longer in its file.
+    pub(super) async fn record_give_ups(&mut self) {
         let now = self.clock.now();
-        for key in std::mem::take(&mut self.expiring) {
-            error!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: expired: the account's sending limit did not allow it within retry_for");
-            let res = self
-                .recorder
-                .call(move |l| {
-                    l.give_up(
-                        &key,
-                        State::Expired,
-                        "quota",
-                        "the account's sending limit (max_per_minute or max_per_day) did not allow it within retry_for",
-                        now,
-                    )
-                })
-                .await;
-            if let Err(e) = res {
-                error!(error = %e, "recording in the ledger failed");
-            }
+        let give_ups = std::mem::take(&mut self.give_ups);
+        let res = self
+            .recorder
+            .call(move |l| {
+                for (key, state, class, why) in &give_ups {
+                    l.give_up(key, *state, class, why, now)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            error!(error = %e, "recording in the ledger failed");
         }
+    }
+
+    /// The row `row_key` of `job`'s `recipients_file`, as the file is now.
+    fn row_of(&mut self, job: &Job, row_key: &str) -> Result<Arc<crate::recipients::Row>, String> {
+        let Some(path) = &job.recipients_file else {
+            return Err("the job no longer has a `recipients_file`".to_owned());
+        };
+        let rows = self
+            .rows
+            .get(path)
+            .map_err(|e| format!("`recipients_file`: {e}"))?;
+        rows.get(row_key).cloned().ok_or_else(|| {
+            warn!(job = %job.name, row = row_key, "not sent: the row is no longer in `{}`; recorded as skipped", path.display());
+            format!("the row `{row_key}` is no longer in `{}`", path.display())
+        })
     }
 
     /// Reads each limited account's deliveries of the last 24 h from the ledger.
@@ -237,6 +260,60 @@ impl Worker {
         self.release_held(now, &held);
         for key in waiting {
             self.retries.push(Reverse((now, key)));
+        }
+    }
+}
+
+impl Worker {
+    /// The claims of one occurrence of a job with a `recipients_file`: one per row of
+    /// the file as it is now, each with its own key and Message-ID.
+    pub(super) fn fan_out(
+        &mut self,
+        job: &Job,
+        path: &std::path::Path,
+        occurrence: DateTime<Utc>,
+    ) -> Result<Vec<(Key, String)>, String> {
+        let rows = self
+            .rows
+            .get(path)
+            .map_err(|e| format!("`recipients_file` cannot be read, so no row was sent: {e}"))?;
+        for p in &rows.problems {
+            warn!(job = %job.name, occurrence = %utc(occurrence), line = p.line, "a row of `{}` is not sent: {}", path.display(), p.message);
+        }
+        Ok(rows
+            .rows
+            .iter()
+            .map(|row| {
+                (
+                    Key::row(&job.name, &row.key, occurrence),
+                    crate::message::message_id_for(job, Some(&row.key), occurrence),
+                )
+            })
+            .collect())
+    }
+
+    /// An occurrence whose `recipients_file` could not be read: recorded as failed
+    /// (class `local`), with why, so that `status` and `history` show it.
+    pub(super) async fn record_unreadable(
+        &mut self,
+        occurrences: Vec<(Key, String, String)>,
+        now: DateTime<Utc>,
+    ) {
+        for (key, _, why) in &occurrences {
+            error!(job = %key.job, occurrence = %utc(key.scheduled_at), "not sent: {why}");
+        }
+        let res = self
+            .recorder
+            .call(move |l| {
+                for (key, id, why) in &occurrences {
+                    l.claim(&[(key.clone(), id.clone())], now)?;
+                    l.give_up(key, State::Failed, "local", why, now)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = res {
+            error!(error = %e, "recording in the ledger failed");
         }
     }
 }

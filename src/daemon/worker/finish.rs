@@ -23,7 +23,7 @@ impl Worker {
         let mut seen = std::collections::HashSet::new();
         for k in keys {
             if seen.insert(k) {
-                *counts.entry(&*k.job).or_default() += 1;
+                *counts.entry(crate::config::job_of(&k.job)).or_default() += 1;
             }
         }
         let jobs: Vec<&str> = self.current.config.jobs.iter().map(|j| &*j.name).collect();
@@ -59,6 +59,7 @@ impl Worker {
         let current = std::sync::Arc::clone(&self.current);
         let line = deliver::LogContext {
             job: &job,
+            row: key.row_key(),
             occurrence: key.scheduled_at,
             attempt,
             transport: &**current.transport(account.min(current.transports.len() - 1)),

@@ -64,8 +64,11 @@ pub(super) struct Worker {
     /// Occurrences whose next attempt goes through another account than their job's
     /// (`fallback`).
     via: std::collections::HashMap<Key, usize>,
-    /// Occurrences a sending limit kept waiting past `retry_for`: to record as expired.
-    expiring: Vec<Key>,
+    /// Occurrences `start` gave up on (a sending limit past `retry_for`, a row gone
+    /// from its file): to record, with the state, class and why.
+    give_ups: Vec<(Key, State, &'static str, String)>,
+    /// The rows of `recipients_file`s, read again when a file changes.
+    rows: crate::recipients::Cache,
     /// A reload changed the accounts: their windows are read from the ledger again.
     reseed: bool,
     /// Occurrences with an attempt running here: never started twice at once.
@@ -103,7 +106,8 @@ impl Worker {
             stretches: None,
             accounts,
             via: std::collections::HashMap::new(),
-            expiring: Vec::new(),
+            give_ups: Vec::new(),
+            rows: crate::recipients::Cache::default(),
             reseed: false,
             running: HashSet::new(),
             unclaimed: Vec::new(),
@@ -155,8 +159,8 @@ impl Worker {
             if self.steering.due() {
                 self.poll_controls().await;
             }
-            if !self.expiring.is_empty() {
-                self.expire_waiting().await;
+            if !self.give_ups.is_empty() {
+                self.record_give_ups().await;
             }
             self.publish_pending();
         }
@@ -382,6 +386,7 @@ impl Worker {
         let now = self.clock.now();
         let mut claims: Vec<Claim> = Vec::new();
         let mut skips: Vec<(Key, String, String)> = Vec::new();
+        let mut unreadable: Vec<(Key, String, String)> = Vec::new();
         for msg in batch {
             match msg {
                 Msg::Reload(loaded) => self.reloaded(loaded, now),
@@ -400,11 +405,23 @@ impl Worker {
                         skips.push((key, message::message_id(job, f.occurrence), why));
                         continue;
                     }
-                    // Said on the `sent` line (`late_ms`, `caught_up`), not a line of its own.
-                    if f.caught_up || late > LATE_NOTICE {
-                        self.late.insert(key.clone(), (late, f.caught_up));
+                    let keys = match &job.recipients_file {
+                        None => vec![(key, message::message_id(job, f.occurrence))],
+                        Some(path) => match self.fan_out(job, path, f.occurrence) {
+                            Ok(rows) => rows,
+                            Err(why) => {
+                                unreadable.push((key, message::message_id(job, f.occurrence), why));
+                                continue;
+                            }
+                        },
+                    };
+                    for (key, id) in keys {
+                        // Said on the `sent` line (`late_ms`, `caught_up`), not a line of its own.
+                        if f.caught_up || late > LATE_NOTICE {
+                            self.late.insert(key.clone(), (late, f.caught_up));
+                        }
+                        claims.push((key, id));
                     }
-                    claims.push((key, message::message_id(job, f.occurrence)));
                 }
                 Msg::Timer(TimerEvent::Skip {
                     job,
@@ -428,6 +445,9 @@ impl Worker {
         }
         if std::mem::take(&mut self.reseed) {
             self.seed_windows().await;
+        }
+        if !unreadable.is_empty() {
+            self.record_unreadable(unreadable, now).await;
         }
         if !skips.is_empty() {
             let res = self
