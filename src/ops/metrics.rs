@@ -35,9 +35,6 @@ struct BuildLabels {
     version: String,
 }
 
-/// The account every job sends through (one per daemon, for now).
-pub const ACCOUNT: &str = "default";
-
 type TimeGauge = Gauge<f64, AtomicU64>;
 
 /// Every metric cronmail exports.
@@ -49,6 +46,8 @@ pub struct Metrics {
     failures: Family<FailureLabels, Counter>,
     pending: Family<JobLabel, Gauge>,
     held: Family<AccountLabel, Gauge>,
+    /// The accounts whose gauge is 1, for the status page and `/healthz`.
+    held_now: Mutex<std::collections::BTreeSet<String>>,
     send_duration: Histogram,
     lateness: Histogram,
     /// The jobs whose next fire was exported last time, to drop removed ones.
@@ -121,11 +120,6 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
             }),
         );
-        // Present from the start, at 0.
-        held.get_or_create(&AccountLabel {
-            account: ACCOUNT.to_owned(),
-        })
-        .set(0);
         Metrics {
             registry,
             next_fire,
@@ -134,6 +128,7 @@ impl Metrics {
             failures,
             pending,
             held,
+            held_now: Mutex::new(std::collections::BTreeSet::new()),
             send_duration,
             lateness,
             exported: Mutex::new(Vec::new()),
@@ -169,22 +164,40 @@ impl Metrics {
         self.lateness.observe(lateness.as_secs_f64());
     }
 
-    /// Whether the account is held now.
-    pub fn is_held(&self) -> bool {
-        self.held
-            .get_or_create(&AccountLabel {
-                account: ACCOUNT.to_owned(),
-            })
-            .get()
-            == 1
+    /// The accounts held now (by name).
+    pub fn held_accounts(&self) -> Vec<String> {
+        self.held_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
     }
 
-    pub fn held(&self, on: bool) {
+    /// Every account of the configuration, so each gauge is present from the start.
+    pub fn accounts(&self, names: &[&str]) {
+        for name in names {
+            drop(self.held.get_or_create(&AccountLabel {
+                account: (*name).to_owned(),
+            }));
+        }
+    }
+
+    pub fn held(&self, account: &str, on: bool) {
         self.held
             .get_or_create(&AccountLabel {
-                account: ACCOUNT.to_owned(),
+                account: account.to_owned(),
             })
             .set(i64::from(on));
+        let mut now = self
+            .held_now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if on {
+            now.insert(account.to_owned());
+        } else {
+            now.remove(account);
+        }
     }
 
     /// Sets each job's pending count (jobs not listed are 0).

@@ -48,8 +48,10 @@ pub struct Ops {
 
 impl Ops {
     pub fn new(config: Arc<Config>, roots: Vec<Vec<u8>>) -> Arc<Self> {
+        let metrics = Metrics::new();
+        metrics.accounts(&config.accounts.iter().map(|a| &*a.name).collect::<Vec<_>>());
         Arc::new(Ops {
-            metrics: Metrics::new(),
+            metrics,
             health: Health::default(),
             alerts: Alerts::spawn(config.ops.clone(), roots),
             config: Mutex::new(config),
@@ -98,6 +100,8 @@ impl Ops {
     /// A reload's configuration.
     pub fn set_config(&self, config: Arc<Config>) {
         self.alerts.set_config(config.ops.clone());
+        self.metrics
+            .accounts(&config.accounts.iter().map(|a| &*a.name).collect::<Vec<_>>());
         *self
             .config
             .lock()

@@ -70,19 +70,22 @@ pub fn render(ops: &Ops, now: DateTime<Utc>) -> String {
     }
     let recent = ops.recent();
     h.push_str("<h2>Holds</h2>");
-    if ops.metrics.is_held() {
+    let held = ops.metrics.held_accounts();
+    if held.is_empty() {
+        h.push_str("<p class=\"ok\">None: no account is held.</p>");
+    } else {
         let why = recent
             .iter()
             .find(|r| r.state == "held")
             .map(|r| format!(": {}", r.reply))
             .unwrap_or_default();
+        let names: Vec<String> = held.iter().map(|n| format!("`{n}`")).collect();
         let _ = write!(
             h,
-            "<p class=\"bad\">The account is held after an authentication or quota failure{}; sends wait for one test login.</p>",
+            "<p class=\"bad\">Held after an authentication or quota failure: account {}{}; its sends wait for one test login.</p>",
+            esc(&names.join(", ")),
             esc(&why)
         );
-    } else {
-        h.push_str("<p class=\"ok\">None: the account is not held.</p>");
     }
     h.push_str("<h2>Failures</h2>");
     table(

@@ -658,7 +658,7 @@ fn the_status_page_renders_in_a_real_browser_with_failures_and_the_week_and_no_s
         "<h1>cronmail",
         "Healthy",
         "Holds",
-        "None: the account is not held",
+        "None: no account is held",
         "Failures",
         "Coming week",
         "Recent",
@@ -751,7 +751,10 @@ fn a_refused_login_holds_the_account_in_metrics_and_the_webhook_hears_the_hold_o
         hooks.requests()
     );
     assert_eq!(holds[0]["class"], "auth");
-    assert!(page.contains("The account is held"), "{page}");
+    assert!(
+        page.contains("Held after an authentication or quota failure: account `default`"),
+        "{page}"
+    );
 }
 
 #[test]

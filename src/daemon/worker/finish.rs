@@ -43,15 +43,9 @@ impl Worker {
             elsewhere,
             unrecorded,
         } = done;
-        let sent_at = result.as_ref().ok().map(|_| now);
-        if let Some(state) = self.accounts.get_mut(account) {
-            state.window.ended(&key, sent_at);
-        }
+        self.ended(account, &key, result.as_ref().ok().map(|_| now));
         if elsewhere {
-            self.late.remove(&key);
-            self.running.remove(&key);
-            tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
-            self.abandoned(account, &key);
+            self.elsewhere(account, &key);
             return;
         }
         // A reload may have removed the account: its state is gone, and so is the claim.
@@ -69,7 +63,13 @@ impl Worker {
         let err = match result {
             Ok(sent) => {
                 deliver::log_outcome(&line, Ok(&sent), "");
-                self.observe_success(&job, &key, &sent.delivered.reply, now, line.elapsed);
+                self.observe_success(
+                    (&job, account),
+                    &key,
+                    &sent.delivered.reply,
+                    now,
+                    line.elapsed,
+                );
                 self.via.remove(&key);
                 if let Some(receipt) = unrecorded {
                     // Stays in `running` until recorded: not started again meanwhile.
@@ -181,6 +181,27 @@ impl Worker {
         Vec::new()
     }
 
+    /// The attempt's place in its account's sending-limit window: a delivery at `sent`,
+    /// or nothing.
+    fn ended(
+        &mut self,
+        account: usize,
+        key: &crate::ledger::Key,
+        sent: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
+        if let Some(state) = self.accounts.get_mut(account) {
+            state.window.ended(key, sent);
+        }
+    }
+
+    /// Another node holds the occurrence: nothing was sent here.
+    fn elsewhere(&mut self, account: usize, key: &crate::ledger::Key) {
+        self.late.remove(key);
+        self.running.remove(key);
+        tracing::debug!(job = %key.job, occurrence = %utc(key.scheduled_at), "another node holds this occurrence");
+        self.abandoned(account, key);
+    }
+
     /// An attempt through `account` ended without a verdict on it: whatever waited for
     /// it starts.
     fn abandoned(&mut self, account: usize, key: &crate::ledger::Key) {
@@ -250,14 +271,16 @@ impl Worker {
     /// Metrics and the job's ping for a delivery.
     fn observe_success(
         &self,
-        job: &crate::config::Job,
+        (job, account): (&crate::config::Job, usize),
         key: &crate::ledger::Key,
         reply: &str,
         now: chrono::DateTime<chrono::Utc>,
         elapsed: std::time::Duration,
     ) {
         self.ops.metrics.sent(&job.name, now, elapsed);
-        self.ops.metrics.held(false);
+        if let Some(a) = self.current.config.accounts.get(account) {
+            self.ops.metrics.held(&a.name, false);
+        }
         self.ops.outcome(crate::ops::Recent {
             job: job.name.to_string(),
             occurrence: key.scheduled_at,
@@ -285,9 +308,8 @@ impl Worker {
         let class = err.class();
         self.ops.metrics.failed(&job.name, class.name(), elapsed);
         let held = self.accounts[account].login.hold().is_some();
-        self.ops
-            .metrics
-            .held(self.accounts.iter().any(|s| s.login.hold().is_some()));
+        let name = &self.current.config.accounts[account].name;
+        self.ops.metrics.held(name, held);
         self.ops.outcome(crate::ops::Recent {
             job: job.name.to_string(),
             occurrence: key.scheduled_at,

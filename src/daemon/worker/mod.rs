@@ -32,6 +32,9 @@ mod finish;
 /// A fire handed off later than this after its instant gets its own log line.
 const LATE_NOTICE: Duration = Duration::from_secs(1);
 
+/// How often `cronmail_pending` is counted while attempts are in flight.
+const PENDING_EVERY: Duration = Duration::from_millis(250);
+
 /// How often the queues of unrecorded claims and deliveries are retried.
 const LEDGER_RETRY: Duration = Duration::from_secs(1);
 
@@ -85,6 +88,8 @@ pub(super) struct Worker {
     ops: Arc<crate::ops::Ops>,
     /// Orders of `cronmail skip`, `pause`, `resume` and `trigger`.
     steering: control::Steering,
+    /// When `cronmail_pending` was last counted.
+    pending_published: tokio::time::Instant,
 }
 
 impl Worker {
@@ -115,6 +120,7 @@ impl Worker {
             next_poll: tokio::time::Instant::now(),
             ops,
             steering: control::Steering::default(),
+            pending_published: tokio::time::Instant::now(),
         }
     }
 
@@ -162,7 +168,13 @@ impl Worker {
             if !self.give_ups.is_empty() {
                 self.record_give_ups().await;
             }
-            self.publish_pending();
+            // Counting what is pending costs a pass over it: during a burst, at most
+            // every PENDING_EVERY; when nothing is in flight, at once.
+            let tick = tokio::time::Instant::now();
+            if self.inflight.is_empty() || tick >= self.pending_published + PENDING_EVERY {
+                self.publish_pending();
+                self.pending_published = tick;
+            }
         }
         self.drain().await;
     }
