@@ -9,6 +9,7 @@
 //! `[[job]]` is deserialized on its own, and validation collects `Diagnostic`s.
 
 mod diagnostic;
+mod dropin;
 mod host;
 mod provider;
 mod raw;
@@ -31,14 +32,16 @@ use raw::{RawJob, RawTop};
 pub use schema::schema;
 use validate::Validator;
 
-/// Reads and validates `path`. Every problem found is in the returned `Diagnostics`.
+/// Reads and validates `path`, and the `*.toml` files of the `jobs.d` folder beside it.
+/// Every problem found is in the returned `Diagnostics`.
 pub fn load(path: &Path, host: &Host) -> Result<Config, Diagnostics> {
     let text =
         read_limited(path).map_err(|message| Diagnostics(vec![Diagnostic::file(path, message)]))?;
-    parse(path, &text, host)
+    let dropins = dropin::read(path)?;
+    parse_with(path, &text, &dropins, host)
 }
 
-fn read_limited(path: &Path) -> Result<String, String> {
+pub(crate) fn read_limited(path: &Path) -> Result<String, String> {
     let bytes = crate::files::read(path, MAX_FILE_BYTES).map_err(|e| match e {
         crate::files::FileError::NotRegular {
             what: "a folder", ..
@@ -61,8 +64,21 @@ fn read_limited(path: &Path) -> Result<String, String> {
 /// Validates the text of a jobs.toml that lives at `path` (relative paths in it resolve
 /// against `path`'s folder).
 pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics> {
-    let src = Source::new(path, text);
-    let mut v = Validator::new(&src, path);
+    parse_with(path, text, &[], host)
+}
+
+/// Validates jobs.toml and the files of its `jobs.d` (each a path and its text), whose
+/// jobs follow the main file's, in the order given.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    dropins: &[(std::path::PathBuf, String)],
+    host: &Host,
+) -> Result<Config, Diagnostics> {
+    let sources: Vec<Source<'_>> = std::iter::once(Source::new(path, text))
+        .chain(dropins.iter().map(|(p, t)| Source::new(p, t)))
+        .collect();
+    let mut v = Validator::new(&sources, path);
 
     if text.trim().is_empty() {
         v.file("the file is empty; expected an [outbox] or [smtp] section and [[job]] entries (see `man cronmail-jobs.toml`, or docs/jobs.toml.md in the source)");
@@ -93,6 +109,30 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
         t
     });
     let mut raw_jobs = Vec::new();
+    raw_jobs_of(&mut v, jobs_value, 0, &mut raw_jobs);
+    for (i, (_, text)) in dropins.iter().enumerate() {
+        v.in_file(i + 1);
+        dropin::jobs(&mut v, text, i + 1, &mut raw_jobs);
+    }
+    v.in_file(0);
+
+    let Some(top) = top else {
+        return Err(v.into_diagnostics());
+    };
+    match v.build(top, raw_jobs, host) {
+        Some(config) if v.is_clean() => Ok(config),
+        _ => Err(v.into_diagnostics()),
+    }
+}
+
+/// The `[[job]]` tables of file number `file` (0: jobs.toml), each deserialized on its
+/// own, so that a mistake in one hides nothing of the others.
+fn raw_jobs_of(
+    v: &mut Validator<'_>,
+    jobs_value: Option<Spanned<DeValue<'_>>>,
+    file: usize,
+    out: &mut Vec<RawJob>,
+) {
     match jobs_value.map(Spanned::into_inner) {
         None => {}
         Some(DeValue::Array(items)) => {
@@ -108,27 +148,17 @@ pub fn parse(path: &Path, text: &str, host: &Host) -> Result<Config, Diagnostics
                     v.at(Some(span), None, "each [[job]] must be a table");
                     continue;
                 };
-                let (job, stripped) = deserialize_all::<RawJob>(
-                    &mut v,
-                    Spanned::new(span.clone(), t),
-                    name.as_deref(),
-                );
+                let (job, stripped) =
+                    deserialize_all::<RawJob>(v, Spanned::new(span.clone(), t), name.as_deref());
                 if let Some(mut job) = job {
                     job.span = span;
                     job.stripped = stripped;
-                    raw_jobs.push(job);
+                    job.file = file;
+                    out.push(job);
                 }
             }
         }
         Some(_) => v.file("`job` must be an array of tables, written as [[job]]"),
-    }
-
-    let Some(top) = top else {
-        return Err(v.into_diagnostics());
-    };
-    match v.build(top, raw_jobs, host) {
-        Some(config) if v.is_clean() => Ok(config),
-        _ => Err(v.into_diagnostics()),
     }
 }
 

@@ -9,6 +9,7 @@ mod calendar;
 mod cli;
 mod delivery;
 mod docs;
+mod dropin;
 mod faults;
 mod first_hour;
 mod ha;

@@ -16,6 +16,9 @@ pub(in crate::config) struct RawJob {
     /// Where the job's table is in the file (set after deserializing).
     #[serde(skip)]
     pub span: std::ops::Range<usize>,
+    /// Which file: 0 is jobs.toml, then the files of jobs.d in order.
+    #[serde(skip)]
+    pub file: usize,
     /// Keys taken out because they were wrong (reported already).
     #[serde(skip)]
     pub stripped: Vec<String>,

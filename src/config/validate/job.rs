@@ -344,10 +344,11 @@ impl Validator<'_> {
     pub(super) fn test_render(
         &mut self,
         jobs: &[Job],
-        origins: &[(usize, Origins)],
+        origins: &[(usize, usize, Origins)],
         templates: &Templates,
     ) {
-        for (i, spans) in origins {
+        for (i, file, spans) in origins {
+            self.in_file(*file);
             let job = &jobs[*i];
             let Some(next) = job.first else {
                 // No occurrence to render for (the schedule's problem is reported): at

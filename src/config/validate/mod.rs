@@ -44,7 +44,10 @@ use crate::secret::SecretSource;
 /// of the file. Only `build` turns the whole into a `Config`, and only when no problem
 /// was found.
 pub(super) struct Validator<'a> {
+    /// The file being read now: jobs.toml, or one of jobs.d.
     src: &'a Source<'a>,
+    /// jobs.toml, then the files of jobs.d.
+    sources: &'a [Source<'a>],
     diags: Vec<Diagnostic>,
     /// Worth saying, but not wrong: `check` prints them and exits 0.
     warnings: Vec<Diagnostic>,
@@ -106,9 +109,10 @@ pub(super) struct Defaults {
 }
 
 impl<'a> Validator<'a> {
-    pub fn new(src: &'a Source<'a>, path: &Path) -> Self {
+    pub fn new(sources: &'a [Source<'a>], path: &Path) -> Self {
         Validator {
-            src,
+            src: &sources[0],
+            sources,
             diags: Vec::new(),
             warnings: Vec::new(),
             schedule_notes: std::collections::HashMap::new(),
@@ -117,6 +121,11 @@ impl<'a> Validator<'a> {
             first_rows: std::collections::HashMap::new(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
+    }
+
+    /// Spans from now on are of file number `file` (0: jobs.toml).
+    pub fn in_file(&mut self, file: usize) {
+        self.src = &self.sources[file];
     }
 
     /// Reports a problem at `span` (of the file), for `job` when it belongs to one.
@@ -159,7 +168,7 @@ impl<'a> Validator<'a> {
     /// The problems and the warnings, in the order of the file.
     pub fn into_diagnostics(mut self) -> Diagnostics {
         self.diags.append(&mut self.warnings);
-        let main = self.src.path.to_path_buf();
+        let main = self.sources[0].path.to_path_buf();
         self.diags
             .sort_by_key(|d| (d.path != main, d.location.is_some(), d.location));
         Diagnostics(self.diags)
@@ -233,7 +242,7 @@ impl<'a> Validator<'a> {
             return None;
         }
         Some(Config {
-            path: self.src.path.to_path_buf(),
+            path: self.sources[0].path.to_path_buf(),
             accounts,
             state_dir,
             delivery: delivery?,
@@ -314,30 +323,39 @@ impl<'a> Validator<'a> {
     ) -> Vec<crate::config::Job> {
         let mut interner = Interner::default();
         let mut jobs = Vec::with_capacity(raw_jobs.len());
-        let mut seen = std::collections::HashMap::new();
+        let mut seen: std::collections::HashMap<String, (usize, usize)> =
+            std::collections::HashMap::new();
         let mut origins = Vec::with_capacity(raw_jobs.len());
         for raw in raw_jobs {
+            let file = raw.file;
+            self.in_file(file);
             if let Some(raw_name) = &raw.name {
                 let name = raw_name.get_ref().clone();
-                if let Some(first) = seen.get(&name) {
-                    let (line, _) = self.src.line_col(*first);
+                if let Some(&(first_file, first)) = seen.get(&name) {
+                    let (line, _) = self.sources[first_file].line_col(first);
+                    let place = if first_file == file {
+                        format!("line {line}")
+                    } else {
+                        format!("{}:{line}", self.sources[first_file].path.display())
+                    };
                     self.at(
                         Some(raw_name.span()),
                         Some(&name),
-                        format!("duplicate job name (first defined on line {line})"),
+                        format!("duplicate job name (first defined on {place})"),
                     );
                     continue;
                 }
-                seen.insert(name, raw_name.span().start);
+                seen.insert(name, (file, raw_name.span().start));
             }
             if let Some((job, spans, lead)) =
                 self.job(raw, defaults, templates, &mut interner, host.now)
             {
-                origins.push((jobs.len(), spans));
+                origins.push((jobs.len(), file, spans));
                 jobs.extend(advance_warnings(job, &lead, host.now));
             }
         }
         self.test_render(&jobs, &origins, templates);
+        self.in_file(0);
         jobs
     }
 
