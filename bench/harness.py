@@ -110,11 +110,16 @@ class Bench:
         folder = os.path.join(self.work, "burst")
         at = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=2)).replace(microsecond=0)
         path = self.jobs_toml(folder, n, smtp, at=at, max_connections=max_connections)
+        return self.run_until_sent(folder, path, n, at, 120, env)
+
+    def run_until_sent(self, folder, path, n, at, timeout, env=None):
+        """Runs `cronmail run` on `path` until its log has `n` `sent` lines (or an
+        error); seconds from `at` to the last of them."""
         log = os.path.join(folder, "log.json")
         with open(log, "w") as f:
             p = subprocess.Popen([CRONMAIL, "-c", path, "--log-format", "json", "run"], stderr=f,
                                  env=dict(os.environ, **(env or {})), cwd=folder)
-        deadline = time.time() + 2 + 120
+        deadline = time.time() + 2 + timeout
         last, sent = None, 0
         while time.time() < deadline:
             time.sleep(0.2)
@@ -134,7 +139,7 @@ class Bench:
             if sent >= n or failed:
                 break
         p.send_signal(signal.SIGTERM)
-        p.wait(timeout=30)
+        p.wait(timeout=60)
         if sent < n:
             raise SystemExit("cronmail sent %d of %d; see %s" % (sent, n, log))
         return (last - at).total_seconds()
@@ -244,33 +249,7 @@ class Bench:
         path = os.path.join(folder, "jobs.toml")
         with open(path, "w") as f:
             f.write(text)
-        log = os.path.join(folder, "log.json")
-        with open(log, "w") as f:
-            p = subprocess.Popen([CRONMAIL, "-c", path, "--log-format", "json", "run"], stderr=f, cwd=folder)
-        deadline = time.time() + 2 + 300
-        sent, last = 0, None
-        while time.time() < deadline:
-            time.sleep(0.5)
-            sent, last, failed = 0, None, 0
-            with open(log) as f:
-                for line in f:
-                    try:
-                        d = json.loads(line)
-                    except ValueError:
-                        continue
-                    if d.get("message") == "sent":
-                        sent += 1
-                        t = datetime.datetime.fromisoformat(d["timestamp"].replace("Z", "+00:00"))
-                        last = t if last is None or t > last else last
-                    elif d.get("level") == "ERROR":
-                        failed += 1
-            if sent >= n or failed:
-                break
-        p.send_signal(signal.SIGTERM)
-        p.wait(timeout=60)
-        if sent < n:
-            raise SystemExit("cronmail sent %d of %d rows; see %s" % (sent, n, log))
-        return (last - at).total_seconds()
+        return self.run_until_sent(folder, path, n, at, 300)
 
     # ------------------------------------------------------------------ 2b. postfix submission
 

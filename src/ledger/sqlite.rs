@@ -371,20 +371,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn sent(&self, r: &Receipt) -> Result<(), LedgerError> {
-        self.with(|c| {
-            c.execute(
-                SQLITE_SENT,
-                params![
-                    &*r.key.job,
-                    ts(r.key.scheduled_at),
-                    r.reply,
-                    ts(r.at),
-                    &*r.account,
-                    r.recipients
-                ],
-            )?;
-            Ok(())
-        })
+        self.record(&[], std::slice::from_ref(r), r.at).map(drop)
     }
 
     fn sent_since(

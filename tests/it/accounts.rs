@@ -167,17 +167,12 @@ fn a_refused_connection_falls_back_to_the_other_account_with_the_same_message_id
 
 /// The in-process daemon against aiosmtpd, with `[smtp]` limits.
 fn limited(server: &SmtpServer, pki: &Pki, limits: &str, jobs: &str) -> ConfigDir {
-    let cfg = JobsToml::new()
-        .top("timezone = \"UTC\"")
-        .top("state_dir = \"state\"")
-        .smtp(server.port, "starttls", Some(&pki.ca))
-        .smtp_key("password_file = \"smtp-password\"")
-        .smtp_key("timeout = \"10s\"")
-        .smtp_key(limits)
-        .job(jobs)
-        .write();
-    std::fs::write(cfg.dir.path().join("smtp-password"), PASSWORD).unwrap();
-    cfg
+    service_config(
+        server,
+        pki,
+        PASSWORD,
+        JobsToml::new().smtp_key(limits).job(jobs),
+    )
 }
 
 fn sent_at(cfg: &ConfigDir, job: &str, at: &str) -> (State, DateTime<Utc>) {

@@ -27,16 +27,8 @@ body = "Dear {{ row.name }}, the rent of {{ row.rent }} is due on {{ date }}."
 list_unsubscribe = "https://example.com/unsubscribe?flat={{ row.flat }}"
 "#;
 
-fn service_config(server: &SmtpServer, pki: &Pki, jobs: &str, csv: &str) -> ConfigDir {
-    let cfg = JobsToml::new()
-        .top("timezone = \"UTC\"")
-        .top("state_dir = \"state\"")
-        .smtp(server.port, "starttls", Some(&pki.ca))
-        .smtp_key("password_file = \"smtp-password\"")
-        .smtp_key("timeout = \"10s\"")
-        .job(jobs)
-        .write();
-    std::fs::write(cfg.dir.path().join("smtp-password"), PASSWORD).unwrap();
+fn with_tenants(server: &SmtpServer, pki: &Pki, jobs: &str, csv: &str) -> ConfigDir {
+    let cfg = service_config(server, pki, PASSWORD, JobsToml::new().job(jobs));
     std::fs::write(cfg.dir.path().join("tenants.csv"), csv).unwrap();
     cfg
 }
@@ -106,7 +98,7 @@ async fn each_row_gets_its_own_message_and_an_edit_of_the_file_takes_effect_at_t
 {
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = service_config(
+    let cfg = with_tenants(
         &server,
         &pki,
         RENT,
@@ -202,7 +194,7 @@ async fn after_a_crash_halfway_through_400_rows_the_rest_are_sent_and_no_row_twi
     let csv: String = std::iter::once("email,name,flat,rent\n".to_owned())
         .chain((0..400).map(|i| format!("t{i}@example.com,T{i},{i},500\n")))
         .collect();
-    let cfg = service_config(&server, &pki, RENT, &csv);
+    let cfg = with_tenants(&server, &pki, RENT, &csv);
     // The run that crashed: it claimed the 400 rows of 1 March, sent 200, and one was
     // in the middle of its send.
     let at = utc("2026-03-01T09:00:00Z");

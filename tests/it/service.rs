@@ -27,16 +27,7 @@ fn config(
     delivery: &str,
     jobs: JobsToml,
 ) -> ConfigDir {
-    let cfg = jobs
-        .top("timezone = \"UTC\"")
-        .top("state_dir = \"state\"")
-        .smtp(server.port, "starttls", Some(&pki.ca))
-        .smtp_key("password_file = \"smtp-password\"")
-        .smtp_key("timeout = \"10s\"")
-        .section(delivery)
-        .write();
-    std::fs::write(cfg.dir.path().join("smtp-password"), password).unwrap();
-    cfg
+    service_config(server, pki, password, jobs.section(delivery))
 }
 
 fn records(cfg: &ConfigDir) -> Vec<Record> {

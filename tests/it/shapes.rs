@@ -231,25 +231,18 @@ file = "secret.txt"
 const PASSWORD: &str = "s3cret-pw";
 
 /// The in-process daemon on paused time, against aiosmtpd over STARTTLS.
-fn service_config(server: &SmtpServer, pki: &Pki, jobs: &str) -> ConfigDir {
-    let cfg = JobsToml::new()
-        .top("timezone = \"UTC\"")
-        .top("state_dir = \"state\"")
-        .smtp(server.port, "starttls", Some(&pki.ca))
-        .smtp_key("password_file = \"smtp-password\"")
-        .smtp_key("timeout = \"10s\"")
+fn retrying(server: &SmtpServer, pki: &Pki, jobs: &str) -> ConfigDir {
+    let jobs = JobsToml::new()
         .section("[delivery]\nretry_min = \"30s\"\nretry_max = \"30s\"")
-        .job(jobs)
-        .write();
-    std::fs::write(cfg.dir.path().join("smtp-password"), PASSWORD).unwrap();
-    cfg
+        .job(jobs);
+    service_config(server, pki, PASSWORD, jobs)
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_missing_attachment_fails_and_is_retried_until_it_appears_or_skips_or_sends_without() {
     let pki = Pki::new();
     let server = ServerSpec::starttls(&pki).user("alice", PASSWORD).start();
-    let cfg = service_config(
+    let cfg = retrying(
         &server,
         &pki,
         r#"

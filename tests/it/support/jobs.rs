@@ -49,12 +49,15 @@ impl JobsToml {
     }
 
     /// `[smtp]` for a test server on loopback `port`: `username = "alice"` (see `user`),
-    /// the `tls` mode, and `ca_file` when given. Add keys with `smtp_key`.
+    /// the `tls` mode, and `ca_file` when given. Add keys with `smtp_key` (before or after).
     pub fn smtp(mut self, port: u16, tls: &str, ca: Option<&Path>) -> Self {
         let mut s = format!("[smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\n");
         self.user.get_or_insert_with(|| "alice".to_owned());
         if let Some(ca) = ca {
             let _ = writeln!(s, "ca_file = \"{}\"", ca.display());
+        }
+        if let Some(earlier) = self.smtp.take() {
+            s.push_str(earlier.trim_start_matches("[smtp]\n"));
         }
         self.smtp = Some(s);
         self

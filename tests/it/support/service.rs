@@ -44,6 +44,26 @@ impl Notices {
     }
 }
 
+/// `jobs` in UTC with state in `state/`, and `[smtp]` (with its keys so far) for
+/// `server` over STARTTLS, trusting `pki`, the password read from the file
+/// `smtp-password` (holding `password`), a 10 s timeout.
+pub fn service_config(
+    server: &super::SmtpServer,
+    pki: &super::Pki,
+    password: &str,
+    jobs: super::JobsToml,
+) -> ConfigDir {
+    let cfg = jobs
+        .top("timezone = \"UTC\"")
+        .top("state_dir = \"state\"")
+        .smtp(server.port, "starttls", Some(&pki.ca))
+        .smtp_key("password_file = \"smtp-password\"")
+        .smtp_key("timeout = \"10s\"")
+        .write();
+    std::fs::write(cfg.dir.path().join("smtp-password"), password).unwrap();
+    cfg
+}
+
 /// A running in-process daemon. Drop it only after `stop`.
 pub struct InProcess {
     events: mpsc::Sender<Control>,
