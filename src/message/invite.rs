@@ -49,16 +49,7 @@ pub fn uid(job: &Job, starts: DateTime<Utc>, row: Option<&str>) -> String {
         h.update([0]);
         h.update(row.as_bytes());
     }
-    let hash = h.finalize()[..6].iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    });
-    format!(
-        "{}.{}.{hash}@{}",
-        job.base,
-        starts.timestamp(),
-        job.from.email.domain()
-    )
+    super::stamped_id(&job.base, starts, h, job.from.email.domain())
 }
 
 /// The iCalendar text of the invitation, CRLF line ends.

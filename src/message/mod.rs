@@ -136,17 +136,17 @@ pub fn message_id_for(job: &Job, row: Option<&str>, occurrence: DateTime<Utc>) -
         h.update([0]);
         h.update(row.as_bytes());
     }
-    let digest = h.finalize();
-    let hash = digest[..6].iter().fold(String::new(), |mut s, b| {
+    stamped_id(&job.name, occurrence, h, job.from.email.domain())
+}
+
+/// `NAME.UNIXSECONDS.HASH@DOMAIN`, HASH the first 6 bytes of `h` in hex: the shape of
+/// every id cronmail derives (a Message-ID, an invitation's UID).
+pub(crate) fn stamped_id(name: &str, at: DateTime<Utc>, h: Sha256, domain: &str) -> String {
+    let hash = h.finalize()[..6].iter().fold(String::new(), |mut s, b| {
         let _ = write!(s, "{b:02x}");
         s
     });
-    format!(
-        "{}.{}.{hash}@{}",
-        job.name,
-        occurrence.timestamp(),
-        job.from.email.domain()
-    )
+    format!("{name}.{}.{hash}@{domain}", at.timestamp())
 }
 
 /// Builds the message for `job` at `occurrence`. `date` is the `Date` header's instant
