@@ -284,6 +284,15 @@ impl Templates {
         self.sources.insert((job.to_owned(), part), source);
     }
 
+    /// Done adding: what only `add` needed goes (the index of sources seen, 40 bytes
+    /// a job), and the tables shrink to their contents.
+    #[must_use]
+    pub fn loaded(mut self) -> Self {
+        self.interned = HashSet::new();
+        self.sources.shrink_to_fit();
+        self
+    }
+
     /// Compiles one template without rendering it: for a job whose schedule is invalid,
     /// so that its template mistakes are reported too.
     pub fn check(&self, job: &str, part: Part) -> Result<(), TemplateError> {
@@ -334,11 +343,13 @@ impl Templates {
                 line: None,
                 message: format!("job `{job}` has no {} template", part.key()),
             })?;
+        // A shared source was compiled once, by `add`; any other is compiled now.
         let name = name(job, part);
-        let template = self
-            .env
-            .template_from_named_str(&name, source)
-            .map_err(|e| TemplateError::from_minijinja(&e, Some(vars)))?;
+        let template = match self.shared.get(source) {
+            Some(shared) => self.env.get_template(shared),
+            None => self.env.template_from_named_str(&name, source),
+        }
+        .map_err(|e| TemplateError::from_minijinja(&e, Some(vars)))?;
         let local = at.with_timezone(&tz);
         let ctx = minijinja::context! {
             job => job,

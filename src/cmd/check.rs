@@ -64,6 +64,9 @@ pub async fn check(path: &Path, smtp: bool, explain: bool) -> Exit {
         config.jobs.len()
     );
     if !smtp {
+        // The process ends here: freeing 10,000 jobs one allocation at a time takes
+        // longer (a tenth of `check`) than the kernel takes to drop the whole heap.
+        std::mem::forget(config);
         return Exit::Ok;
     }
     let mut exit = Exit::Ok;

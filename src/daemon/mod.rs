@@ -18,6 +18,7 @@ mod recorder;
 mod signals;
 mod skips;
 mod timer_loop;
+mod trim;
 mod worker;
 
 use std::collections::HashMap;
@@ -89,7 +90,6 @@ impl Service {
             ..self.host.clone()
         };
         let loaded = deliver::load(&self.config, &host, &self.transport).await;
-        release_freed_memory();
         if let Ok(l) = &loaded {
             for w in &l.config.warnings {
                 warn!(job = w.job.as_deref().unwrap_or(""), "{w}");
@@ -141,6 +141,7 @@ pub async fn run(service: Service, events: mpsc::Receiver<Control>) -> Result<()
     );
     let worker = tokio::spawn(worker.run(rx, unfinished));
     drop(first);
+    trim::after_load();
 
     let reloader = Reloader {
         service: &service,
@@ -337,6 +338,7 @@ impl Reload for Reloader<'_> {
                 self.ops.set_config(Arc::clone(&new.config));
                 let _ = self.tx.send(Msg::Reload(Arc::new(new)));
                 service.notify.notify(&[status(&timer)]);
+                trim::after_load();
                 Some(timer)
             }
             Err(e) => {
@@ -373,17 +375,4 @@ fn status(timer: &Timer) -> Notice {
         ),
         None => "no job scheduled".to_owned(),
     })
-}
-
-/// Gives the heap that loading jobs.toml used and freed back to the system. Parsing
-/// holds the whole document with its spans (about 50 MB for 10,000 jobs), and glibc
-/// keeps freed memory in its arenas: without this, the daemon's RSS stays at that peak.
-fn release_freed_memory() {
-    // SAFETY: malloc_trim takes no pointer and only returns free pages of glibc's own
-    // heap to the kernel; it is safe to call at any time from any thread.
-    #[allow(unsafe_code)]
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }

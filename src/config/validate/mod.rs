@@ -254,7 +254,7 @@ impl<'a> Validator<'a> {
                     .collect(),
             ),
             jobs: jobs.into_iter().map(Arc::new).collect(),
-            templates: Arc::new(templates),
+            templates: Arc::new(templates.loaded()),
             fetched_calendars,
             ops: ops?,
             timezone: defaults.tz.unwrap_or(chrono_tz::UTC),
