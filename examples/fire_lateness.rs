@@ -48,6 +48,20 @@ fn stats(mut ms: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
+/// Counts per bin of 40 log-spaced bins from 1 µs to 100 ms (the last bin takes the
+/// rest), as a JSON array: for the histogram `bench/run` draws.
+fn histogram(ms: &[f64]) -> String {
+    let mut bins = [0u32; 40];
+    for &x in ms {
+        let b = ((x.max(0.001) / 0.001).log10() / 5.0 * 40.0).floor();
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let b = (b.max(0.0) as usize).min(39);
+        bins[b] += 1;
+    }
+    let items: Vec<String> = bins.iter().map(u32::to_string).collect();
+    format!("[{}]", items.join(","))
+}
+
 fn summary(name: &str, n: usize, (p50, p99, max): (f64, f64, f64)) {
     println!("{name:<28} n={n:<6} p50={p50:>7.3} ms  p99={p99:>7.3} ms  max={max:>7.3} ms");
 }
@@ -139,10 +153,11 @@ async fn run(label: &str, n: usize, second: impl Fn(usize) -> u32 + Copy, json: 
     let missed = counts.iter().filter(|&&c| c == 0).count();
     let duplicated = counts.iter().filter(|&&c| c > 1).count();
     let fired = lateness.len();
+    let (hist, base_hist) = (histogram(&lateness), histogram(&base));
     let (ours, floor) = (stats(lateness), stats(base));
     if json {
         println!(
-            "{{\"label\":\"{label}\",\"jobs\":{n},\"fired\":{fired},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"baseline_p50_ms\":{:.4},\"baseline_p99_ms\":{:.4},\"baseline_max_ms\":{:.4},\"missed\":{missed},\"duplicated\":{duplicated},\"parse_ms\":{parse_ms:.1}}}",
+            "{{\"label\":\"{label}\",\"jobs\":{n},\"fired\":{fired},\"hist\":{hist},\"baseline_hist\":{base_hist},\"p50_ms\":{:.4},\"p99_ms\":{:.4},\"max_ms\":{:.4},\"baseline_p50_ms\":{:.4},\"baseline_p99_ms\":{:.4},\"baseline_max_ms\":{:.4},\"missed\":{missed},\"duplicated\":{duplicated},\"parse_ms\":{parse_ms:.1}}}",
             ours.0, ours.1, ours.2, floor.0, floor.1, floor.2
         );
     } else {

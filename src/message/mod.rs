@@ -166,7 +166,7 @@ pub fn compose(
     }
     let id = message_id_for(job, extras.row.as_ref().map(|r| &*r.key), occurrence);
     let mut b = lettre::Message::builder()
-        .from(job.from.clone())
+        .from((*job.from).clone())
         .subject(rendered.subject.clone())
         .date(SystemTime::from(date))
         .message_id(Some(format!("<{id}>")));
@@ -178,21 +178,21 @@ pub fn compose(
         match &extras.row {
             Some(row) => b = b.to(row.to.clone()),
             None => {
-                for m in &job.to {
+                for m in job.to.iter() {
                     b = b.to(m.clone());
                 }
             }
         }
-        for m in &job.cc {
+        for m in job.cc.iter() {
             b = b.cc(m.clone());
         }
         // lettre keeps Bcc in the envelope and drops the header when formatting.
-        for m in &job.bcc {
+        for m in job.bcc.iter() {
             b = b.bcc(m.clone());
         }
     }
     if let Some(r) = &job.reply_to {
-        b = b.reply_to(r.clone());
+        b = b.reply_to((**r).clone());
     }
     let mut message = match body(rendered, extras)? {
         Body::Single(part) => b.singlepart(part)?,

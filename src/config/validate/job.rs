@@ -28,11 +28,11 @@ pub(super) type Origins = Vec<(Part, TemplateOrigin)>;
 
 /// Sender and recipients of one job.
 struct Addresses {
-    from: Option<Mailbox>,
-    to: Vec<Mailbox>,
-    cc: Vec<Mailbox>,
-    bcc: Vec<Mailbox>,
-    reply_to: Option<Mailbox>,
+    from: Option<Arc<Mailbox>>,
+    to: Arc<[Mailbox]>,
+    cc: Arc<[Mailbox]>,
+    bcc: Arc<[Mailbox]>,
+    reply_to: Option<Box<Mailbox>>,
 }
 
 impl Validator<'_> {
@@ -228,7 +228,7 @@ impl Validator<'_> {
     fn addresses(&mut self, raw: &RawJob, defaults: &Defaults, job: Option<&str>) -> Addresses {
         let here = raw.name.as_ref().map_or(raw.span.clone(), Spanned::span);
         let from = if let Some(f) = &raw.from {
-            self.mailbox(f, job, "from")
+            self.mailbox(f, job, "from").map(Arc::new)
         } else {
             // A top-level `from` that is invalid was reported already: no second error.
             if defaults.from.is_none()
@@ -243,13 +243,20 @@ impl Validator<'_> {
             }
             defaults.from.clone()
         };
-        let list = |v: &mut Self, items: &[Spanned<String>], key: &str| -> Vec<Mailbox> {
-            let mut list: Vec<Mailbox> = items
+        let list = |v: &mut Self, items: &[Spanned<String>], key: &str| -> Arc<[Mailbox]> {
+            let text: Vec<String> = items.iter().map(|s| s.get_ref().clone()).collect();
+            if let Some(known) = v.lists.get(&text) {
+                return Arc::clone(known);
+            }
+            let list: Arc<[Mailbox]> = items
                 .iter()
                 .filter_map(|s| v.mailbox(s, job, key))
                 .collect();
-            // collect() leaves room for four (224 bytes) for a list of one.
-            list.shrink_to_fit();
+            // Only a list read without a mistake is shared: a wrong one is reported
+            // for every job that has it.
+            if list.len() == items.len() {
+                v.lists.insert(text, Arc::clone(&list));
+            }
             list
         };
         let raw_to: &[Spanned<String>] = raw.to.as_ref().map_or(&[], |t| t.get_ref());
@@ -279,7 +286,8 @@ impl Validator<'_> {
         let reply_to = raw
             .reply_to
             .as_ref()
-            .and_then(|r| self.mailbox(r, job, "reply_to"));
+            .and_then(|r| self.mailbox(r, job, "reply_to"))
+            .map(Box::new);
         Addresses {
             from,
             to,

@@ -60,6 +60,8 @@ pub(super) struct Validator<'a> {
     /// The first row of each job's `recipients_file`: its templates are test-rendered with it.
     /// With the number of rows.
     first_rows: std::collections::HashMap<String, (crate::render::Vars, usize)>,
+    /// Address lists already read, by their text: jobs with the same `to` share one.
+    lists: std::collections::HashMap<Vec<String>, Arc<[Mailbox]>>,
 }
 
 /// A job with `before = [...]`: one job per offset, `NAME.7d` (and `NAME` for `0d`),
@@ -96,7 +98,7 @@ pub(super) struct Defaults {
     pub catch_up: Option<CatchUp>,
     pub max_late: Option<Duration>,
     pub tz: Option<Tz>,
-    pub from: Option<Mailbox>,
+    pub from: Option<Arc<Mailbox>>,
     /// A top-level `from` was written (if `from` is `None`, it was invalid, and said so).
     pub from_given: bool,
     /// The accounts jobs may name.
@@ -119,6 +121,7 @@ impl<'a> Validator<'a> {
             calendars: when::Calendars::new(),
             omit_cache: when::OmitCache::new(),
             first_rows: std::collections::HashMap::new(),
+            lists: std::collections::HashMap::new(),
             dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         }
     }
@@ -280,7 +283,8 @@ impl<'a> Validator<'a> {
         let from = top
             .from
             .as_ref()
-            .and_then(|f| self.mailbox(f, None, "from"));
+            .and_then(|f| self.mailbox(f, None, "from"))
+            .map(Arc::new);
         let raw = top.defaults.as_ref();
         Defaults {
             catch_up: raw
