@@ -709,6 +709,7 @@ class Bench:
         return out
 
     def report(self, path, seconds):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         out = ["# cronmail benchmarks", "",
                "Written by `bench/run%s` on %s, in %.0f s." % (" --quick" if self.quick else "", now, seconds), "",
@@ -721,6 +722,10 @@ class Bench:
         out += self.scaling_section()
         out += self.plot_section(os.path.dirname(os.path.abspath(path)))
         out += ["", "Notes:", ""] + ["- " + n for n in self.notes] + [""]
+        # What the numbers mean and what is left, written by hand (bench/notes.md).
+        notes = os.path.join(ROOT, "bench/notes.md")
+        if os.path.exists(notes) and not self.quick:
+            out += [open(notes).read()]
         with open(path, "w") as f:
             f.write("\n".join(out))
         print("wrote %s" % path)

@@ -389,7 +389,9 @@ pub struct PgConfig {
 }
 
 /// Default for `[ledger] lease`: a send is bounded by `timeout` (60 s by default).
+#[cfg(feature = "postgres")]
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(120);
+#[cfg(feature = "postgres")]
 pub(crate) const DEFAULT_POLL: Duration = Duration::from_secs(5);
 
 impl Config {

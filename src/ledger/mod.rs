@@ -17,6 +17,7 @@
 
 mod control;
 mod diagnose;
+#[cfg(feature = "postgres")]
 mod pg;
 mod sqlite;
 
@@ -31,6 +32,7 @@ use secrecy::SecretString;
 use crate::config::{Config, LedgerConfig};
 
 pub use control::{Action, Control, paused};
+#[cfg(feature = "postgres")]
 pub use pg::{PG_SCHEMA_VERSION, PgLedger};
 pub use sqlite::{SCHEMA_VERSION, SqliteLedger};
 
@@ -380,13 +382,27 @@ pub fn open(
                 }
             }))
         }
+        #[cfg(feature = "postgres")]
         LedgerConfig::Postgres(pg) => Ok(Box::new(PgLedger::connect(
             pg,
             password,
             mode == Mode::Exclusive,
         )?)),
+        // Validation refuses [ledger] in such a build; this is for a Config built otherwise.
+        #[cfg(not(feature = "postgres"))]
+        LedgerConfig::Postgres(pg) => {
+            let _ = password;
+            Err(LedgerError::Db {
+                url: pg.url.clone(),
+                error: NO_POSTGRES.to_owned(),
+            })
+        }
     }
 }
+
+/// What a build without the `postgres` feature says of a [ledger] section.
+#[cfg(not(feature = "postgres"))]
+pub const NO_POSTGRES: &str = "this cronmail was built without the PostgreSQL ledger (cargo feature `postgres`); leave [ledger] out for the embedded SQLite ledger, or install a build with it (the Debian package has it)";
 
 /// The ledger database's password source, if the configured ledger has one.
 pub fn password_source(config: &Config) -> Option<&crate::secret::SecretSource> {

@@ -71,6 +71,8 @@ pub(in crate::config) struct RawTop {
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Ledger")]
+// A build without the `postgres` feature reads the section only to refuse it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(in crate::config) struct RawLedger {
     /// `postgres://user@host/database`, without a password.
     #[schemars(with = "Option<String>", regex(pattern = r"^postgres(ql)?://"))]

@@ -1,17 +1,36 @@
 //! `[ledger]` (a shared `PostgreSQL` database, or the embedded `SQLite`) and `[delivery]`
 //! (retries, the connection cap, the shutdown grace).
 
+#[cfg(feature = "postgres")]
 use std::str::FromStr;
 use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Validator, is_loopback};
+use super::Validator;
+#[cfg(feature = "postgres")]
+use super::is_loopback;
 use crate::config::Host;
 use crate::config::raw::{RawDelivery, RawLedger};
-use crate::config::types::{DEFAULT_LEASE, DEFAULT_POLL, Delivery, LedgerConfig, PgConfig};
+#[cfg(feature = "postgres")]
+use crate::config::types::{DEFAULT_LEASE, DEFAULT_POLL, PgConfig};
+use crate::config::types::{Delivery, LedgerConfig};
 
 impl Validator<'_> {
+    /// A build without the `PostgreSQL` ledger: the section is an error that says so.
+    #[cfg(not(feature = "postgres"))]
+    #[allow(clippy::unused_self)]
+    pub(super) fn ledger(
+        &mut self,
+        raw: &Spanned<RawLedger>,
+        _host: &Host,
+        _smtp_timeout: Option<Duration>,
+    ) -> Option<LedgerConfig> {
+        self.at(Some(raw.span()), None, crate::ledger::NO_POSTGRES);
+        None
+    }
+
+    #[cfg(feature = "postgres")]
     pub(super) fn ledger(
         &mut self,
         raw: &Spanned<RawLedger>,
@@ -161,5 +180,26 @@ impl Validator<'_> {
             max_connections: max_connections?,
             shutdown_grace: shutdown_grace?,
         })
+    }
+}
+
+#[cfg(all(test, not(feature = "postgres")))]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Host;
+
+    /// `cargo test --no-default-features --lib` (in .ci/run).
+    #[test]
+    fn a_build_without_postgres_refuses_the_ledger_section_where_it_is() {
+        let text = "from = \"a@example.com\"\n[outbox]\n[ledger]\nurl = \"postgres://c@db/c\"\n\
+                    [[job]]\nname = \"j\"\nschedule = \"0 9 * * *\"\nto = [\"b@example.com\"]\n\
+                    subject = \"s\"\nbody = \"b\"\n";
+        let err = crate::config::parse(Path::new("jobs.toml"), text, &Host::from_env())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("jobs.toml:3:1"), "{err}");
+        assert!(err.contains("built without the PostgreSQL ledger"), "{err}");
     }
 }
