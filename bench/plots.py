@@ -20,6 +20,19 @@ def _plt():
     return plt
 
 
+def _axes(ax, xlabel, ylabel, title, grid="both"):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", axis=grid, alpha=0.3)
+
+
+def _save(plt, fig, path):
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+
+
 def scaling(path, table):
     """table: list of dicts with n, check_s, check_peak_mb, run_peak_mb, settled_mb."""
     plt = _plt()
@@ -27,22 +40,14 @@ def scaling(path, table):
     ns = [r["n"] for r in table]
     a.loglog(ns, [r["check_s"] * 1000 for r in table], "o-", label="cronmail check")
     a.loglog(ns, [table[-1]["check_s"] * 1000 * n / ns[-1] for n in ns], ":", color="grey", label="linear")
-    a.set_xlabel("jobs")
-    a.set_ylabel("ms")
-    a.set_title("check time")
+    _axes(a, "jobs", "ms", "check time")
     a.legend()
     b.loglog(ns, [r["check_peak_mb"] for r in table], "s-", label="check, peak")
     b.loglog(ns, [r["run_peak_mb"] for r in table], "^-", label="run, peak while loading")
     b.loglog(ns, [r["settled_mb"] for r in table], "o-", label="run, settled")
-    b.set_xlabel("jobs")
-    b.set_ylabel("MB")
-    b.set_title("resident memory")
+    _axes(b, "jobs", "MB", "resident memory")
     b.legend()
-    for ax in (a, b):
-        ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def fire(path, runs):
@@ -55,14 +60,9 @@ def fire(path, runs):
         ax.stairs(r["baseline_hist"], edges, label="sleep_until (p99 %.3f ms)" % r["baseline_p99_ms"],
                   linewidth=1.2, linestyle="--")
         ax.set_xscale("log")
-        ax.set_xlabel("lateness, ms (scheduled instant to hand-off)")
-        ax.set_ylabel("occurrences")
-        ax.set_title(label)
+        _axes(ax, "lateness, ms (scheduled instant to hand-off)", "occurrences", label)
         ax.legend()
-        ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+    _save(plt, fig, path)
 
 
 def bursts(path, bars):
@@ -78,12 +78,8 @@ def bursts(path, bars):
         colors = ["tab:blue" if l == "cronmail" else "tab:grey" for l, _ in items]
         ax.bar(range(len(items)), [v for _, v in items], color=colors)
         ax.set_xticks(range(len(items)), [l for l, _ in items], rotation=30, ha="right")
-        ax.set_title(g)
-        ax.set_ylabel("messages/s")
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, format="svg", metadata={"Date": None})
-    plt.close(fig)
+        _axes(ax, "", "messages/s", g, grid="y")
+    _save(plt, fig, path)
 
 
 def draw(out_dir, scaling_table, fire_runs, bars):
