@@ -45,12 +45,15 @@ fn release_freed_heap() {
     }
 }
 
-/// The mappings `release_clean_file_pages` may drop: `(start, length)`.
+/// The mappings `release_clean_file_pages` may drop: `(start, length)`. A mapping counts
+/// only once its own `Anonymous: 0 kB` line was read, so an entry cut short (a read
+/// that stopped at its cap) is never taken for clean.
 fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
-    let mut current: Option<(usize, usize, bool)> = None;
-    let finish = |m: Option<(usize, usize, bool)>, out: &mut Vec<(usize, usize)>| {
-        if let Some((start, end, true)) = m {
+    // (start, end, a file's non-writable mapping, its Anonymous line read and 0)
+    let mut current: Option<(usize, usize, bool, bool)> = None;
+    let finish = |m: Option<(usize, usize, bool, bool)>, out: &mut Vec<(usize, usize)>| {
+        if let Some((start, end, true, true)) = m {
             out.push((start, end - start));
         }
     };
@@ -66,12 +69,12 @@ fn clean_file_mappings(smaps: &str) -> Vec<(usize, usize)> {
             let path = words.nth(3).unwrap_or("");
             // A file's pages, never written: text and read-only data, not [vdso] & co.
             let candidate = path.starts_with('/') && perms.len() == 4 && !perms.contains('w');
-            current = Some((start, end, candidate));
-        } else if first == "Anonymous:" && words.next() != Some("0") {
-            // Private copies (relocations, breakpoints): not the file's, keep them.
-            if let Some(m) = current.as_mut() {
-                m.2 = false;
-            }
+            current = Some((start, end, candidate, false));
+        } else if first == "Anonymous:"
+            && let Some(m) = current.as_mut()
+        {
+            // Private copies (relocations, breakpoints) are not the file's: keep those.
+            m.3 = words.next() == Some("0");
         }
     }
     finish(current, &mut out);
@@ -122,6 +125,8 @@ Anonymous:             0 kB
 Anonymous:             0 kB
 7f09a4c00000-7f09a4c10000 r--s 00000000 00:1a 77 /dev/shm/some file
 Anonymous:             0 kB
+7f09a4d00000-7f09a4d10000 r--p 00000000 fd:01 99 /usr/lib/x86_64-linux-gnu/libm.so.6
+Rss:                  64 kB
 ";
         assert_eq!(
             clean_file_mappings(smaps),
