@@ -61,7 +61,8 @@ impl Part {
 /// `body_file`) is stored once and compiled once.
 pub struct Templates {
     env: Environment<'static>,
-    sources: HashMap<(String, Part), Arc<str>>,
+    /// Each job's sources, by its name (shared with the `Job`): one entry a job.
+    sources: HashMap<Arc<str>, Vec<(Part, Arc<str>)>>,
     interned: HashSet<Arc<str>>,
     /// Shared sources, compiled into `env` under these names.
     shared: HashMap<Arc<str>, String>,
@@ -261,7 +262,7 @@ impl Templates {
 
     /// Keeps the source of one template of one job. It is compiled when rendered (the
     /// config's test render reports its mistakes), or by `check`.
-    pub fn add(&mut self, job: &str, part: Part, source: String) {
+    pub fn add(&mut self, job: &Arc<str>, part: Part, source: String) {
         let source: Arc<str> = if let Some(known) = self.interned.get(source.as_str()) {
             let known = Arc::clone(known);
             // A second job uses it: compile it once, for all of them.
@@ -281,7 +282,13 @@ impl Templates {
             self.interned.insert(Arc::clone(&owned));
             owned
         };
-        self.sources.insert((job.to_owned(), part), source);
+        if let Some(parts) = self.sources.get_mut(&**job) {
+            parts.push((part, source));
+        } else {
+            let mut parts = Vec::with_capacity(2);
+            parts.push((part, source));
+            self.sources.insert(Arc::clone(job), parts);
+        }
     }
 
     /// Done adding: what only `add` needed goes (the index of sources seen, 40 bytes
@@ -289,6 +296,9 @@ impl Templates {
     #[must_use]
     pub fn loaded(mut self) -> Self {
         self.interned = HashSet::new();
+        for parts in self.sources.values_mut() {
+            parts.shrink_to_fit();
+        }
         self.sources.shrink_to_fit();
         self
     }
@@ -304,12 +314,10 @@ impl Templates {
     }
 
     fn source(&self, job: &str, part: Part) -> Result<&Arc<str>, TemplateError> {
-        self.sources
-            .get(&(job.to_owned(), part))
-            .ok_or_else(|| TemplateError {
-                line: None,
-                message: format!("job `{job}` has no {} template", part.key()),
-            })
+        self.get(job, part).ok_or_else(|| TemplateError {
+            line: None,
+            message: format!("job `{job}` has no {} template", part.key()),
+        })
     }
 
     /// Renders one part of a job for the send `at` (an instant, or an `Occasion`).
@@ -336,13 +344,7 @@ impl Templates {
     ) -> Result<String, TemplateError> {
         let occasion = at.into();
         let at = occasion.at;
-        let source = self
-            .sources
-            .get(&(job.to_owned(), part))
-            .ok_or_else(|| TemplateError {
-                line: None,
-                message: format!("job `{job}` has no {} template", part.key()),
-            })?;
+        let source = self.source(job, part)?;
         // A shared source was compiled once, by `add`; any other is compiled now.
         let name = name(job, part);
         let template = match self.shared.get(source) {
@@ -378,7 +380,14 @@ impl Templates {
     }
 
     pub fn has(&self, job: &str, part: Part) -> bool {
-        self.sources.contains_key(&(job.to_owned(), part))
+        self.get(job, part).is_some()
+    }
+
+    fn get(&self, job: &str, part: Part) -> Option<&Arc<str>> {
+        self.sources
+            .get(job)?
+            .iter()
+            .find_map(|(p, source)| (*p == part).then_some(source))
     }
 
     /// Renders every part a job has.
@@ -509,7 +518,7 @@ mod tests {
 
     fn one(src: &str) -> Result<String, TemplateError> {
         let mut t = Templates::new();
-        t.add("j", Part::Subject, src.to_owned());
+        t.add(&Arc::from("j"), Part::Subject, src.to_owned());
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
         let vars: Vars = [("owner", "Junho")].into_iter().collect();
         t.render_part("j", Part::Subject, at, chrono_tz::Europe::Berlin, &vars)

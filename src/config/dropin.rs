@@ -10,7 +10,6 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use super::diagnostic::{Diagnostic, Diagnostics};
-use super::raw::RawJob;
 use super::validate::Validator;
 
 /// The folder's name, beside jobs.toml.
@@ -63,18 +62,9 @@ pub fn read(config: &Path) -> Result<Vec<(PathBuf, String)>, Diagnostics> {
     }
 }
 
-/// The jobs of one drop-in file (number `file`), whose source `v` is in now.
-pub(super) fn jobs(v: &mut Validator<'_>, text: &str, file: usize, out: &mut Vec<RawJob>) {
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
-        for e in errors {
-            v.at(e.span(), None, super::toml_message(&e, None));
-        }
-        return;
-    }
-    let mut table = root.into_inner();
-    let jobs = table.remove("job");
-    for (key, value) in &table {
+/// Reports each table of a drop-in file's `rest` (all but its jobs): none belongs there.
+pub(super) fn only_jobs(v: &mut Validator<'_>, rest: &Spanned<DeTable<'_>>) {
+    for (key, value) in rest.get_ref() {
         let name = key.get_ref();
         v.at(
             Some(key.span().start..value.span().end),
@@ -84,10 +74,4 @@ pub(super) fn jobs(v: &mut Validator<'_>, text: &str, file: usize, out: &mut Vec
             ),
         );
     }
-    super::raw_jobs_of(
-        v,
-        jobs.map(|j| Spanned::new(j.span(), j.into_inner())),
-        file,
-        out,
-    );
 }

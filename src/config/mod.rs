@@ -6,14 +6,17 @@
 //! `validate` step. After `Config` is built, no other module can fail on bad user input.
 //!
 //! Every problem of a file is reported at once: the TOML is parsed with recovery, each
-//! `[[job]]` is deserialized on its own, and validation collects `Diagnostic`s.
+//! `[[job]]` is parsed and deserialized on its own (`split`, `feed`: one at a time, so
+//! the whole document is never held), and validation collects `Diagnostic`s.
 
 mod diagnostic;
 mod dropin;
+mod feed;
 mod host;
 mod provider;
 mod raw;
 mod schema;
+mod split;
 mod types;
 mod validate;
 
@@ -28,7 +31,7 @@ pub use host::{Host, ZoneError, system_timezone};
 pub use provider::{OAuthProvider, Provider, Submission};
 pub use types::*;
 
-use raw::{RawJob, RawTop};
+use raw::RawTop;
 pub use schema::schema;
 use validate::Validator;
 
@@ -85,84 +88,44 @@ pub fn parse_with(
         return Err(v.into_diagnostics());
     }
 
-    let (root, errors) = DeTable::parse_recoverable(text);
-    if !errors.is_empty() {
+    // Each file is cut at its [[job]] headers: the jobs are parsed one at a time as
+    // validation takes them (feed.rs), the rest of the file now.
+    let mut cuts: Vec<Option<split::Split<'_>>> = std::iter::once(text)
+        .chain(dropins.iter().map(|(_, t)| t.as_str()))
+        .map(split::split)
+        .collect();
+    let (main_cut, dropin_cuts) = cuts.split_at_mut(1);
+    let mut feed = feed::Feed::new();
+    let Some(main) = feed::open(&mut v, text, &mut main_cut[0], 0) else {
         if let Some(other) = other_format(text) {
             v.file(format!(
                 "this file looks like {other}, not TOML: jobs.toml is TOML (`key = \"value\"`, [section], [[job]]); see `cronmail schema` or the example jobs.toml"
             ));
         }
-        for e in errors {
-            v.at(e.span(), None, toml_message(&e, None));
-        }
         return Err(v.into_diagnostics());
-    }
-    let root_span = root.span();
-    let mut table = root.into_inner();
-
-    // Jobs are deserialized one by one, so a mistake in one does not hide the others.
-    let jobs_value = table.remove("job");
-    let (top, top_stripped) =
-        deserialize_all::<RawTop>(&mut v, Spanned::new(root_span, table), None);
+    };
+    let root = feed.push(main);
+    let (top, top_stripped) = deserialize_all::<RawTop>(&mut v, root, None);
     let top = top.map(|mut t| {
         t.stripped = top_stripped;
         t
     });
-    let mut raw_jobs = Vec::new();
-    raw_jobs_of(&mut v, jobs_value, 0, &mut raw_jobs);
-    for (i, (_, text)) in dropins.iter().enumerate() {
+    for (i, ((_, text), cut)) in dropins.iter().zip(dropin_cuts).enumerate() {
         v.in_file(i + 1);
-        dropin::jobs(&mut v, text, i + 1, &mut raw_jobs);
+        if let Some(opened) = feed::open(&mut v, text, cut, i + 1) {
+            dropin::only_jobs(&mut v, &feed.push(opened));
+        }
     }
     v.in_file(0);
 
     let Some(top) = top else {
+        // Still read every job, for its own mistakes.
+        while feed.next(&mut v).is_some() {}
         return Err(v.into_diagnostics());
     };
-    match v.build(top, raw_jobs, host) {
+    match v.build(top, &mut feed, host) {
         Some(config) if v.is_clean() => Ok(config),
         _ => Err(v.into_diagnostics()),
-    }
-}
-
-/// The `[[job]]` tables of file number `file` (0: jobs.toml), each deserialized on its
-/// own, so that a mistake in one hides nothing of the others.
-fn raw_jobs_of(
-    v: &mut Validator<'_>,
-    jobs_value: Option<Spanned<DeValue<'_>>>,
-    file: usize,
-    out: &mut Vec<RawJob>,
-) {
-    match jobs_value.map(Spanned::into_inner) {
-        None => {}
-        Some(DeValue::Array(items)) => {
-            // Each table is moved out and freed as it is read (a clone would hold the
-            // document twice), into room for exactly this many (doubling would hold the
-            // jobs twice while it copies: 27 MB at the peak of 10,000 jobs).
-            out.reserve_exact(items.len());
-            for item in items {
-                let span = item.span();
-                let name = item
-                    .get_ref()
-                    .as_table()
-                    .and_then(|t| t.get("name"))
-                    .and_then(|n| n.get_ref().as_str())
-                    .map(str::to_owned);
-                let DeValue::Table(t) = item.into_inner() else {
-                    v.at(Some(span), None, "each [[job]] must be a table");
-                    continue;
-                };
-                let (job, stripped) =
-                    deserialize_all::<RawJob>(v, Spanned::new(span.clone(), t), name.as_deref());
-                if let Some(mut job) = job {
-                    job.span = span;
-                    job.stripped = stripped;
-                    job.file = file;
-                    out.push(job);
-                }
-            }
-        }
-        Some(_) => v.file("`job` must be an array of tables, written as [[job]]"),
     }
 }
 

@@ -1,7 +1,6 @@
 //! The validated configuration: what the rest of cronmail reads. Every value here was
 //! checked when jobs.toml was loaded, so no other module fails on bad user input.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -336,8 +335,9 @@ pub struct Config {
     /// In file order; shared with the timer (a job is about 1 KB; 10,000 of them once,
     /// not twice), and each job with the deliveries of its occurrences.
     pub jobs: Arc<[Arc<Job>]>,
-    /// Index of each job in `jobs` by name.
-    pub(crate) by_name: Arc<HashMap<Arc<str>, usize>>,
+    /// The indexes of `jobs`, in the order of their names, for a binary search (4 bytes
+    /// a job, where a hash map took 40).
+    pub(crate) by_name: Arc<[u32]>,
     pub templates: Arc<Templates>,
     /// The calendars fetched from a `url`: the daemon reloads daily to refresh them.
     pub fetched_calendars: Vec<String>,
@@ -398,10 +398,15 @@ impl Config {
     /// The job of this name, if the configuration has one; for a row of a
     /// `recipients_file` (`NAME/ROWKEY`), the job of its rows.
     pub fn job(&self, name: &str) -> Option<&Arc<Job>> {
-        self.by_name
-            .get(name)
-            .or_else(|| self.by_name.get(job_of(name)))
-            .map(|&i| &self.jobs[i])
+        self.find(name).or_else(|| self.find(job_of(name)))
+    }
+
+    fn find(&self, name: &str) -> Option<&Arc<Job>> {
+        let i = self
+            .by_name
+            .binary_search_by(|&i| (*self.jobs[i as usize].name).cmp(name))
+            .ok()?;
+        Some(&self.jobs[self.by_name[i] as usize])
     }
 
     /// The account that sends `job`'s messages.

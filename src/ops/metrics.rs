@@ -52,6 +52,8 @@ pub struct Metrics {
     lateness: Histogram,
     /// The jobs whose next fire was exported last time, to drop removed ones.
     exported: Mutex<Vec<String>>,
+    /// The jobs with a `cronmail_pending` series.
+    pending_shown: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Default for Metrics {
@@ -132,6 +134,7 @@ impl Metrics {
             send_duration,
             lateness,
             exported: Mutex::new(Vec::new()),
+            pending_shown: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -200,12 +203,24 @@ impl Metrics {
         }
     }
 
-    /// Sets each job's pending count (jobs not listed are 0).
-    pub fn pending(&self, jobs: &[&str], counts: &std::collections::HashMap<&str, i64>) {
-        for job in jobs {
-            self.pending
-                .get_or_create(&Self::job(job))
-                .set(counts.get(job).copied().unwrap_or(0));
+    /// Sets each job's pending count (jobs not listed are 0). A job's series appears with
+    /// its first claim and stays, at 0 when nothing is pending: 10,000 jobs that have
+    /// sent nothing since the start hold no series.
+    pub fn pending(&self, counts: &std::collections::HashMap<&str, i64>) {
+        let mut shown = self
+            .pending_shown
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (job, n) in counts {
+            self.pending.get_or_create(&Self::job(job)).set(*n);
+            if !shown.contains(*job) {
+                shown.insert((*job).to_owned());
+            }
+        }
+        for job in shown.iter().filter(|j| !counts.contains_key(j.as_str())) {
+            if let Some(gauge) = self.pending.get(&Self::job(job)) {
+                gauge.set(0);
+            }
         }
     }
 

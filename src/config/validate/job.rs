@@ -45,8 +45,9 @@ impl Validator<'_> {
         now: DateTime<Utc>,
     ) -> Option<(Job, Origins, Vec<u32>)> {
         let errors_before = self.errors();
-        let name = self.job_name(&raw);
-        let job = (!name.is_empty()).then_some(name.as_str());
+        // Shared by the job and its templates' entry.
+        let name: Arc<str> = self.job_name(&raw).into();
+        let job = (!name.is_empty()).then_some(&*name);
 
         let account = self.job_account(&raw, &defaults.accounts, job);
         let tz = match &raw.timezone {
@@ -88,7 +89,7 @@ impl Validator<'_> {
         let invite = self.invite(&raw, &name, templates, &mut origins);
         let recipients_file = self.recipients_file(&raw, &name, templates, &mut origins);
         if let Some(a) = account {
-            let rows = self.first_rows.get(&name).map(|(_, n)| *n);
+            let rows = self.first_rows.get(&*name).map(|(_, n)| *n);
             let to = if rows.is_some() {
                 1
             } else {
@@ -115,7 +116,7 @@ impl Validator<'_> {
             // their mistakes show in the same pass as everything else.
             let at = first.unwrap_or(now);
             let tz = tz.unwrap_or(chrono_tz::UTC);
-            let row = self.first_rows.get(&name).map(|(r, _)| r.clone());
+            let row = self.first_rows.get(&*name).map(|(r, _)| r.clone());
             for (part, origin) in &origins {
                 if let Err(e) = templates.render_with(&name, *part, at, tz, &vars, row.as_ref()) {
                     self.template_error(origin, &name, *part, e.line, &e.message);
@@ -123,7 +124,6 @@ impl Validator<'_> {
             }
             return None;
         }
-        let name: Arc<str> = name.into();
         Some((
             Job {
                 schedule: schedule?,
@@ -298,8 +298,8 @@ impl Validator<'_> {
     }
 
     /// Keeps the source of each template (inline, or read from its `*_file`).
-    fn templates(&mut self, raw: &RawJob, name: &str, templates: &mut Templates) -> Origins {
-        let job = Some(name);
+    fn templates(&mut self, raw: &RawJob, name: &Arc<str>, templates: &mut Templates) -> Origins {
+        let job = Some(&**name);
         let mut origins = Vec::new();
         let parts = [
             (Part::Subject, raw.subject.as_ref(), None, true),

@@ -26,7 +26,7 @@ use toml::Spanned;
 
 use super::Host;
 use super::diagnostic::{Diagnostic, Diagnostics, Source};
-use super::raw::{RawJob, RawTop};
+use super::raw::RawTop;
 use super::types::{
     CatchUp, Config, DEFAULT_MAX_LATE, DEFAULT_STATE_DIR, LedgerConfig, TransportConfig,
     header_control,
@@ -188,7 +188,12 @@ impl<'a> Validator<'a> {
     }
 
     /// The whole file: sections first (the jobs fall back on them), then the jobs.
-    pub fn build(&mut self, top: RawTop, raw_jobs: Vec<RawJob>, host: &Host) -> Option<Config> {
+    pub fn build(
+        &mut self,
+        top: RawTop,
+        feed: &mut super::feed::Feed<'_>,
+        host: &Host,
+    ) -> Option<Config> {
         let mut defaults = self.defaults(&top, host);
         let ops = self.ops(&top);
         let (accounts, names) = self.accounts(top.smtp, top.outbox, top.account);
@@ -209,7 +214,7 @@ impl<'a> Validator<'a> {
             .map(|(n, _)| n.clone())
             .collect();
         let mut templates = Templates::new();
-        let jobs = self.jobs(raw_jobs, &defaults, &mut templates, host);
+        let jobs = self.jobs(feed, &defaults, &mut templates, host);
 
         let delivery = self.delivery(&top.delivery.unwrap_or_default());
         let ledger = match &top.ledger {
@@ -250,12 +255,11 @@ impl<'a> Validator<'a> {
             state_dir,
             delivery: delivery?,
             ledger: ledger?,
-            by_name: Arc::new(
-                jobs.iter()
-                    .enumerate()
-                    .map(|(i, j)| (Arc::clone(&j.name), i))
-                    .collect(),
-            ),
+            by_name: {
+                let mut order: Vec<u32> = (0..u32::try_from(jobs.len()).ok()?).collect();
+                order.sort_unstable_by(|&a, &b| jobs[a as usize].name.cmp(&jobs[b as usize].name));
+                order.into()
+            },
             jobs: jobs.into_iter().map(Arc::new).collect(),
             templates: Arc::new(templates.loaded()),
             fetched_calendars,
@@ -320,17 +324,18 @@ impl<'a> Validator<'a> {
 
     fn jobs(
         &mut self,
-        raw_jobs: Vec<RawJob>,
+        feed: &mut super::feed::Feed<'_>,
         defaults: &Defaults,
         templates: &mut Templates,
         host: &Host,
     ) -> Vec<crate::config::Job> {
         let mut interner = Interner::default();
-        let mut jobs = Vec::with_capacity(raw_jobs.len());
+        // Each job is read, validated and its `RawJob` freed before the next is read.
+        let mut jobs = Vec::with_capacity(feed.count);
         let mut seen: std::collections::HashMap<String, (usize, usize)> =
             std::collections::HashMap::new();
-        let mut origins = Vec::with_capacity(raw_jobs.len());
-        for raw in raw_jobs {
+        let mut origins = Vec::with_capacity(feed.count);
+        while let Some(raw) = feed.next(self) {
             let file = raw.file;
             self.in_file(file);
             if let Some(raw_name) = &raw.name {

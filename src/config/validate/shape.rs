@@ -24,11 +24,11 @@ impl Validator<'_> {
     pub(super) fn recipients_file(
         &mut self,
         raw: &RawJob,
-        name: &str,
+        name: &std::sync::Arc<str>,
         templates: &mut Templates,
         origins: &mut Origins,
     ) -> Option<Arc<std::path::PathBuf>> {
-        let job = Some(name);
+        let job = Some(&**name);
         if let Some(u) = &raw.list_unsubscribe {
             templates.add(name, Part::Unsubscribe, u.get_ref().clone());
             origins.push((Part::Unsubscribe, TemplateOrigin::Inline(u.span())));
@@ -56,7 +56,7 @@ impl Validator<'_> {
                 location: p
                     .line
                     .map(|l| (usize::try_from(l).unwrap_or(usize::MAX), 1)),
-                job: Some(name.to_owned()),
+                job: Some(name.to_string()),
                 message: format!("recipients_file: {}", p.message),
                 warning: false,
                 snippet: None,
@@ -75,7 +75,7 @@ impl Validator<'_> {
         match rows.rows.first() {
             Some(first) => {
                 self.first_rows
-                    .insert(name.to_owned(), (first.columns.clone(), rows.rows.len()));
+                    .insert(name.to_string(), (first.columns.clone(), rows.rows.len()));
             }
             None if rows.problems.is_empty() => {
                 self.warn(
@@ -94,11 +94,11 @@ impl Validator<'_> {
     pub(super) fn attachments(
         &mut self,
         raw: &RawJob,
-        name: &str,
+        name: &std::sync::Arc<str>,
         templates: &mut Templates,
         origins: &mut Origins,
     ) -> Option<Arc<Attachments>> {
-        let job = Some(name);
+        let job = Some(&**name);
         let Some(list) = &raw.attach else {
             for (key, span) in [
                 ("attach_dir", raw.attach_dir.as_ref().map(Spanned::span)),
@@ -193,11 +193,11 @@ impl Validator<'_> {
     pub(super) fn invite(
         &mut self,
         raw: &RawJob,
-        name: &str,
+        name: &std::sync::Arc<str>,
         templates: &mut Templates,
         origins: &mut Origins,
     ) -> Option<Arc<Invite>> {
-        let job = Some(name);
+        let job = Some(&**name);
         let invite = raw.invite.as_ref()?.get_ref();
         for (part, text) in [
             (Part::InviteSummary, &invite.summary),

@@ -26,8 +26,7 @@ impl Worker {
                 *counts.entry(crate::config::job_of(&k.job)).or_default() += 1;
             }
         }
-        let jobs: Vec<&str> = self.current.config.jobs.iter().map(|j| &*j.name).collect();
-        self.ops.metrics.pending(&jobs, &counts);
+        self.ops.metrics.pending(&counts);
     }
 
     /// Logs an attempt's outcome, and records what comes next.
