@@ -21,6 +21,11 @@ fn main() -> ExitCode {
             };
         }
     };
+    // The daemon stays resident: one malloc arena (before any thread starts). The other
+    // commands exit soon, and `check` renders on every core.
+    if matches!(cli.command, cronmail::Command::Run) {
+        cronmail::daemon::one_arena();
+    }
     if let Err(e) = cronmail::init_logging(cli.log_format, cli.log_level.as_deref()) {
         eprintln!("error: {e}");
         return Exit::Usage.into();

@@ -19,6 +19,7 @@ mod signals;
 mod skips;
 mod timer_loop;
 mod trim;
+pub use trim::one_arena;
 mod worker;
 
 use std::collections::HashMap;
