@@ -80,6 +80,10 @@ pub mod ledger;
 mod logging;
 mod mail;
 mod message;
+#[cfg(feature = "oauth2")]
+mod oauth2;
+#[cfg(not(feature = "oauth2"))]
+#[path = "oauth2/absent.rs"]
 mod oauth2;
 mod ops;
 mod persist;

@@ -14,6 +14,7 @@ pub fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result
 /// Replaces `path` with `value` and a newline, mode 0600. The file keeps the owner of
 /// the file it replaces (or of its folder), so that root running `cronmail oauth2
 /// authorize` leaves a file the service's user can still rewrite.
+#[cfg_attr(not(feature = "oauth2"), allow(dead_code))] // a rotated refresh token
 pub fn write_secret_file(path: &Path, value: &str) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(value.len() + 1);
     bytes.extend_from_slice(value.as_bytes());

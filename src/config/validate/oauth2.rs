@@ -1,6 +1,9 @@
 //! `[smtp.oauth2]`: the built-in refresh flow, with each provider's endpoints and scope
 //! as defaults.
 
+// A build without the `oauth2` feature refuses the section before any of this.
+#![cfg_attr(not(feature = "oauth2"), allow(dead_code))]
+
 use std::ops::Range;
 use std::path::PathBuf;
 
@@ -12,6 +15,26 @@ use crate::config::raw::RawOAuth2;
 use crate::config::types::OAuth2Config;
 
 impl Validator<'_> {
+    /// `[smtp.oauth2]`, in a build without the built-in flow: refused at its line.
+    #[cfg(not(feature = "oauth2"))]
+    pub(super) fn oauth2_section(
+        &mut self,
+        section: Range<usize>,
+        _raw: &RawOAuth2,
+    ) -> Option<OAuth2Config> {
+        self.at(Some(section), None, crate::oauth2::NO_OAUTH2);
+        None
+    }
+
+    #[cfg(feature = "oauth2")]
+    pub(super) fn oauth2_section(
+        &mut self,
+        section: Range<usize>,
+        raw: &RawOAuth2,
+    ) -> Option<OAuth2Config> {
+        self.oauth2(section, raw)
+    }
+
     /// `[smtp.oauth2]`. The refresh token file is left empty when not given: the caller
     /// puts it in `state_dir`.
     pub(super) fn oauth2(
@@ -169,5 +192,31 @@ impl Validator<'_> {
             },
             None => default,
         }
+    }
+}
+
+#[cfg(all(test, not(feature = "oauth2")))]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::Host;
+
+    /// `cargo test --no-default-features --lib` (in .ci/run).
+    #[test]
+    fn a_build_without_oauth2_refuses_the_section_where_it_is() {
+        let text = "from = \"a@example.com\"\n[smtp]\nhost = \"smtp.office365.com\"\n\
+                    username = \"a@example.com\"\n[smtp.oauth2]\nprovider = \"microsoft\"\n\
+                    client_id = \"x\"\n[[job]]\nname = \"j\"\nschedule = \"0 9 * * *\"\n\
+                    to = [\"b@example.com\"]\nsubject = \"s\"\nbody = \"b\"\n";
+        let err = crate::config::parse(Path::new("jobs.toml"), text, &Host::from_env())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("jobs.toml:5:1"), "{err}");
+        assert!(
+            err.contains("built without the built-in OAuth2 flow"),
+            "{err}"
+        );
+        assert!(err.contains("token_command"), "{err}");
     }
 }

@@ -189,7 +189,7 @@ impl Validator<'_> {
         let username = raw.username.as_ref().map(|u| u.get_ref().clone());
         let oauth2 = raw.oauth2.as_ref().map(|o| {
             let span = o.span();
-            (span.clone(), self.oauth2(span, o.get_ref()))
+            (span.clone(), self.oauth2_section(span, o.get_ref()))
         });
         let auth = match raw.auth.as_ref().map(|a| (a.span(), a.get_ref().as_str())) {
             None if raw.token_command.is_some() || oauth2.is_some() => AuthMethod::Xoauth2,
