@@ -47,8 +47,9 @@ pub fn one_arena() {
 }
 
 fn release() {
-    release_freed_heap();
+    // The file pages first: reading smaps takes a buffer the heap trim then gives back.
     release_clean_file_pages();
+    release_freed_heap();
 }
 
 /// Returns free pages of glibc's heap to the kernel.
