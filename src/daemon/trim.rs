@@ -1,8 +1,8 @@
 //! What start-up leaves resident and the steady state does not use, given back.
 //!
 //! Two kinds, measured in BENCHMARKS.md ("memory"):
-//! - heap that loading jobs.toml used and freed: parsing holds the whole document with
-//!   its spans (about 50 MB for 10,000 jobs) and glibc keeps freed memory in its arenas;
+//! - heap that loading jobs.toml used and freed (one job's table at a time, the parse
+//!   caches, the test render): glibc keeps freed memory in its arena;
 //! - pages of the binary and its libraries that start-up ran or read once (argument
 //!   parsing, TOML, validation, the test render of every template, TLS set-up). The
 //!   kernel maps 64 KB around each page touched, so start-up leaves most of cronmail's
