@@ -31,6 +31,7 @@ import scaling  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CRONMAIL = os.path.join(ROOT, "target/release/cronmail")
 FIRE = os.path.join(ROOT, "target/release/examples/fire_lateness")
+FIRE_REPS = 3  # runs of each spread size; the row shows the median
 PASSWORD = "bench-pw"
 BODY = ("x" * 72 + "\n") * 13  # about 1 KB, as smtp-source -l 1024
 
@@ -158,23 +159,53 @@ class Bench:
         print("1. fire lateness (scheduled instant -> hand-off to delivery)", flush=True)
         spread = [1000, 10000] if self.quick else [1000, 10000, 100000]
         window = 10 if self.quick else 60
-        runs = [("spread", n) for n in spread] + [("burst", n) for n in (1000, 10000)]
-        for mode, n in runs:
-            out = subprocess.run([FIRE, "--jobs", str(n), "--mode", mode, "--window", str(window), "--json"],
-                                 check=True, capture_output=True, text=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
-            self.fire_runs[(mode, n)] = r
-            what = "%s jobs %s" % (format(n, ","), "spread over %d s" % window if mode == "spread" else "due in the same second")
-            ours = "p50 %.3f p99 %.3f max %.3f ms" % (r["p50_ms"], r["p99_ms"], r["max_ms"])
-            base = "sleep_until p99 %.3f ms" % r["baseline_p99_ms"]
-            once = r["missed"] == 0 and r["duplicated"] == 0 and r["fired"] == n
-            if mode == "spread" and n == 10000:
-                self.row("fire", what, ours, base, "", "p99 <= 2 ms, all once", r["p99_ms"] <= 2 and once)
-            elif mode == "burst":
-                self.row("fire", what, ours, base, "", "every job fires once", once)
-            else:
-                self.row("fire", what, ours, base, "", "all once", once)
-            self.notes.append("fire %s %d: missed %d, duplicated %d, parsed in %.0f ms" % (mode, n, r["missed"], r["duplicated"], r["parse_ms"]))
+        # A spread run's p99 is close to its worst instant (the jobs of one second fire
+        # together, and the baseline has one sleeper per second), so one descheduling of
+        # the process by a neighbour sets it. Each spread size runs FIRE_REPS times,
+        # alternating, and the row shows the run with the median p99 beside the median
+        # baseline, as the other sections report medians.
+        reps = 1 if self.quick else FIRE_REPS
+        spread_runs = {n: [] for n in spread}
+        for _ in range(reps):
+            for n in spread:
+                spread_runs[n].append(self.fire_once("spread", n, window))
+        for n in spread:
+            runs = sorted(spread_runs[n], key=lambda r: r["p99_ms"])
+            r = dict(runs[len(runs) // 2])
+            r["baseline_p99_ms"] = statistics.median(x["baseline_p99_ms"] for x in runs)
+            r["all_p99_ms"] = [x["p99_ms"] for x in spread_runs[n]]
+            r["missed"] = sum(x["missed"] for x in runs)
+            r["duplicated"] = sum(x["duplicated"] for x in runs)
+            r["once"] = all(x["missed"] == 0 and x["duplicated"] == 0 and x["fired"] == n for x in runs)
+            self.fire_runs[("spread", n)] = r
+            self.fire_row("spread", n, window, r)
+        for n in (1000, 10000):
+            r = self.fire_once("burst", n, window)
+            r["once"] = r["missed"] == 0 and r["duplicated"] == 0 and r["fired"] == n
+            self.fire_runs[("burst", n)] = r
+            self.fire_row("burst", n, window, r)
+
+    def fire_once(self, mode, n, window):
+        out = subprocess.run([FIRE, "--jobs", str(n), "--mode", mode, "--window", str(window), "--json"],
+                             check=True, capture_output=True, text=True).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        self.notes.append("fire %s %d: p99 %.3f ms (sleep_until %.3f), missed %d, duplicated %d, parsed in %.0f ms"
+                          % (mode, n, r["p99_ms"], r["baseline_p99_ms"], r["missed"], r["duplicated"], r["parse_ms"]))
+        return r
+
+    def fire_row(self, mode, n, window, r):
+        what = "%s jobs %s" % (format(n, ","), "spread over %d s" % window if mode == "spread" else "due in the same second")
+        ours = "p50 %.3f p99 %.3f max %.3f ms" % (r["p50_ms"], r["p99_ms"], r["max_ms"])
+        if len(r.get("all_p99_ms", [])) > 1:
+            ours += " (p99 of each run: %s)" % ", ".join("%.3f" % x for x in r["all_p99_ms"])
+        base = "sleep_until p99 %.3f ms" % r["baseline_p99_ms"]
+        once = r["once"]
+        if mode == "spread" and n == 10000:
+            self.row("fire", what, ours, base, "", "p99 <= 2 ms, all once", r["p99_ms"] <= 2 and once)
+        elif mode == "burst":
+            self.row("fire", what, ours, base, "", "every job fires once", once)
+        else:
+            self.row("fire", what, ours, base, "", "all once", once)
 
     # ------------------------------------------------------------------ 2a. plaintext sink
 

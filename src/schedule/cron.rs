@@ -65,6 +65,50 @@ impl fmt::Debug for CronSchedule {
     }
 }
 
+/// What `Interner::parse_validated` finds for an expression in a zone: croner's reason
+/// it does not parse, or its first occurrence (or why there is none).
+type Checked = Result<Result<DateTime<Utc>, ScheduleError>, ScheduleError>;
+
+/// Expressions checked ahead of validation by the threads that read jobs.toml's jobs
+/// (`config/feed.rs`), so that the parse and the first-occurrence search, a third of
+/// `check`, run beside the validation of earlier jobs. What is found is a function of the
+/// expression, the zone and `now` alone, so a guess that no job turns out to use costs
+/// only its work.
+#[derive(Default)]
+pub struct Ahead {
+    found: std::sync::Mutex<HashMap<(Box<str>, Tz), Checked>>,
+}
+
+impl Ahead {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(Box<str>, Tz), Checked>> {
+        self.found
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Checks `expr` in `tz` as `parse_validated` would, unless it was already.
+    pub fn check(&self, expr: &str, tz: Tz, now: DateTime<Utc>) {
+        let key = expr.trim();
+        if self.lock().contains_key(&(Box::from(key), tz)) {
+            return;
+        }
+        let checked = parse_cron(key).map(|cron| {
+            CronSchedule {
+                expr: Arc::from(key),
+                tz,
+            }
+            .validate_with(&cron, now)
+        });
+        self.lock().insert((Box::from(key), tz), checked);
+    }
+
+    /// What was found for `key` in `tz`. The entry stays, so that a thread meeting the
+    /// expression again does not check it again.
+    fn get(&self, key: &str, tz: Tz) -> Option<Checked> {
+        self.lock().get(&(Box::from(key), tz)).cloned()
+    }
+}
+
 /// Shares expressions between jobs while a config loads: a large jobs.toml repeats the
 /// same few schedules many times, and each is checked once.
 #[derive(Default)]
@@ -72,9 +116,23 @@ pub struct Interner {
     seen: HashMap<String, Arc<str>>,
     /// First occurrences already found, per expression and zone.
     validated: HashMap<(Arc<str>, Tz), DateTime<Utc>>,
+    /// Checks done ahead by other threads, if any.
+    ahead: Option<Arc<Ahead>>,
 }
 
 impl Interner {
+    /// An interner that first looks among the checks `ahead` has done.
+    pub fn with_ahead(ahead: Arc<Ahead>) -> Self {
+        Interner {
+            ahead: Some(ahead),
+            ..Interner::default()
+        }
+    }
+
+    fn taken(&self, key: &str, tz: Tz) -> Option<Checked> {
+        self.ahead.as_ref()?.get(key, tz)
+    }
+
     /// Checks `expr` (or reuses an earlier check), reporting croner's own reason on error.
     pub fn parse(&mut self, expr: &str, tz: Tz) -> Result<Schedule, ScheduleError> {
         let key = expr.trim();
@@ -95,12 +153,33 @@ impl Interner {
         now: DateTime<Utc>,
     ) -> Result<(Schedule, Result<DateTime<Utc>, ScheduleError>), ScheduleError> {
         let key = expr.trim();
-        let (expr, cron) = match self.seen.get(key) {
-            Some(shared) => {
-                let shared = Arc::clone(shared);
-                if let Some(first) = self.validated.get(&(Arc::clone(&shared), tz)) {
-                    return Ok((CronSchedule { expr: shared, tz }.into(), Ok(*first)));
+        let known = self.seen.get(key).cloned();
+        if let Some(shared) = &known
+            && let Some(first) = self.validated.get(&(Arc::clone(shared), tz))
+        {
+            return Ok((
+                CronSchedule {
+                    expr: Arc::clone(shared),
+                    tz,
                 }
+                .into(),
+                Ok(*first),
+            ));
+        }
+        if let Some(checked) = self.taken(key, tz) {
+            let first = checked?;
+            let expr = known.unwrap_or_else(|| {
+                let expr: Arc<str> = Arc::from(key);
+                self.seen.insert(key.to_owned(), Arc::clone(&expr));
+                expr
+            });
+            if let Ok(t) = first {
+                self.validated.insert((Arc::clone(&expr), tz), t);
+            }
+            return Ok((CronSchedule { expr, tz }.into(), first));
+        }
+        let (expr, cron) = match known {
+            Some(shared) => {
                 let cron = parsed(&shared)
                     .ok_or_else(|| ScheduleError(format!("`{key}` no longer parses")))?;
                 (shared, cron)

@@ -27,7 +27,7 @@ use chrono_tz::Tz;
 
 pub use calendar::ics_days;
 use cron::CronSchedule;
-pub use cron::{Interner, explain};
+pub use cron::{Ahead, Interner, explain};
 pub use local::parse_local;
 use local::{resolve, wall};
 pub use omit::{MAX_MOVE_DAYS, Omit, OnOmit};

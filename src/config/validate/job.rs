@@ -435,10 +435,15 @@ fn schedule_notes(s: &Schedule, first: DateTime<Utc>, smtp: bool) -> Vec<String>
     if fields.len() == 6 {
         let five = fields[..5].join(" ");
         if let Ok(as_five) = Schedule::parse(&five, s.tz()) {
-            let n6 = 1 + s.count_in(first, week, 10_000);
-            let n5 = as_five.count_in(first - chrono::Duration::seconds(1), week, 2_500);
-            // A plausible 5-field reminder fires at most hourly; the 6-field reading at least.
-            if n6 >= 7 * 24 && n5 <= 7 * 24 && n6 > 4 * n5.max(1) {
+            // A plausible 5-field reminder fires at most hourly; the 6-field reading at
+            // least. Each count stops as soon as it decides that, so an every-minute
+            // 6-field schedule is walked a few hundred times, not ten thousand; only the
+            // note's own figure walks further.
+            let n5 = as_five.count_in(first - chrono::Duration::seconds(1), week, 7 * 24 + 1);
+            let needed = (7 * 24).max(4 * n5.max(1) + 1);
+            let likely = n5 <= 7 * 24 && 1 + s.count_in(first, week, needed - 1) >= needed;
+            if likely {
+                let n6 = 1 + s.count_in(first, week, 10_000);
                 let many = if n6 > 10_000 {
                     "more than 10,000".to_owned()
                 } else {

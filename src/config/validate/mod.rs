@@ -329,40 +329,46 @@ impl<'a> Validator<'a> {
         templates: &mut Templates,
         host: &Host,
     ) -> Vec<crate::config::Job> {
-        let mut interner = Interner::default();
+        // Other threads parse the jobs' tables and check their cron expressions ahead of
+        // this loop (feed.rs); the loop still takes and reports them in file order.
+        let ahead = std::sync::Arc::new(crate::schedule::Ahead::default());
+        let mut interner = Interner::with_ahead(std::sync::Arc::clone(&ahead));
         // Each job is read, validated and its `RawJob` freed before the next is read.
         let mut jobs = Vec::with_capacity(feed.count);
         let mut seen: std::collections::HashMap<String, (usize, usize)> =
             std::collections::HashMap::new();
         let mut origins = Vec::with_capacity(feed.count);
-        while let Some(raw) = feed.next(self) {
-            let file = raw.file;
-            self.in_file(file);
-            if let Some(raw_name) = &raw.name {
-                let name = raw_name.get_ref().clone();
-                if let Some(&(first_file, first)) = seen.get(&name) {
-                    let (line, _) = self.sources[first_file].line_col(first);
-                    let place = if first_file == file {
-                        format!("line {line}")
-                    } else {
-                        format!("{}:{line}", self.sources[first_file].path.display())
-                    };
-                    self.at(
-                        Some(raw_name.span()),
-                        Some(&name),
-                        format!("duplicate job name (first defined on {place})"),
-                    );
-                    continue;
+        std::thread::scope(|scope| {
+            let mut reading = feed.read_ahead(scope, defaults.tz, host.now, &ahead);
+            while let Some(raw) = feed.next_from(self, reading.as_mut()) {
+                let file = raw.file;
+                self.in_file(file);
+                if let Some(raw_name) = &raw.name {
+                    let name = raw_name.get_ref().clone();
+                    if let Some(&(first_file, first)) = seen.get(&name) {
+                        let (line, _) = self.sources[first_file].line_col(first);
+                        let place = if first_file == file {
+                            format!("line {line}")
+                        } else {
+                            format!("{}:{line}", self.sources[first_file].path.display())
+                        };
+                        self.at(
+                            Some(raw_name.span()),
+                            Some(&name),
+                            format!("duplicate job name (first defined on {place})"),
+                        );
+                        continue;
+                    }
+                    seen.insert(name, (file, raw_name.span().start));
                 }
-                seen.insert(name, (file, raw_name.span().start));
+                if let Some((job, spans, lead)) =
+                    self.job(raw, defaults, templates, &mut interner, host.now)
+                {
+                    origins.push((jobs.len(), file, spans));
+                    jobs.extend(advance_warnings(job, &lead, host.now));
+                }
             }
-            if let Some((job, spans, lead)) =
-                self.job(raw, defaults, templates, &mut interner, host.now)
-            {
-                origins.push((jobs.len(), file, spans));
-                jobs.extend(advance_warnings(job, &lead, host.now));
-            }
-        }
+        });
         self.test_render(&jobs, &origins, templates);
         self.in_file(0);
         jobs
