@@ -329,8 +329,8 @@ impl<'a> Validator<'a> {
         templates: &mut Templates,
         host: &Host,
     ) -> Vec<crate::config::Job> {
-        // Other threads parse the jobs' tables and check their cron expressions ahead of
-        // this loop (feed.rs); the loop still takes and reports them in file order.
+        // Other threads check the jobs' cron expressions ahead of this loop (feed.rs);
+        // the loop still reads, validates and reports every job here, in file order.
         let ahead = std::sync::Arc::new(crate::schedule::Ahead::default());
         let mut interner = Interner::with_ahead(std::sync::Arc::clone(&ahead));
         // Each job is read, validated and its `RawJob` freed before the next is read.
