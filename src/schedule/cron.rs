@@ -129,7 +129,7 @@ impl Interner {
         }
     }
 
-    fn taken(&self, key: &str, tz: Tz) -> Option<Checked> {
+    fn checked_ahead(&self, key: &str, tz: Tz) -> Option<Checked> {
         self.ahead.as_ref()?.get(key, tz)
     }
 
@@ -166,7 +166,7 @@ impl Interner {
                 Ok(*first),
             ));
         }
-        if let Some(checked) = self.taken(key, tz) {
+        if let Some(checked) = self.checked_ahead(key, tz) {
             let first = checked?;
             let expr = known.unwrap_or_else(|| {
                 let expr: Arc<str> = Arc::from(key);
