@@ -9,10 +9,13 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use chrono::format::{Item, StrftimeItems};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 use minijinja::value::{Object, Value};
 use minijinja::{Environment, ErrorKind, UndefinedBehavior};
+
+/// The hash of the maps filled once a job while loading (foldhash, not `SipHash`).
+type Quick = foldhash::fast::RandomState;
 
 /// Fuel for one render: minijinja counts instructions, and a template with a runaway
 /// loop or recursion stops with an error instead of hanging the daemon. A typical
@@ -56,6 +59,9 @@ impl Part {
 /// A job's name and its templates' sources.
 type JobSources = (Arc<str>, Box<[(Part, Arc<str>)]>);
 
+/// A job's sources while the jobs are read.
+type PartSources = Vec<(Part, Arc<str>)>;
+
 /// The templates of every job.
 ///
 /// A source used by one job is kept as text and compiled at each render (microseconds
@@ -66,13 +72,16 @@ pub struct Templates {
     env: Environment<'static>,
     /// Each job's sources, by its name (shared with the `Job`): one entry a job, while
     /// the jobs are read.
-    sources: HashMap<Arc<str>, Vec<(Part, Arc<str>)>>,
+    sources: HashMap<Arc<str>, PartSources, Quick>,
     /// The same, once loaded: sorted by name for a binary search (32 bytes a job, where
     /// the map took 67).
     by_name: Box<[JobSources]>,
-    interned: HashSet<Arc<str>>,
-    /// Shared sources, compiled into `env` under these names.
-    shared: HashMap<Arc<str>, String>,
+    interned: HashSet<Arc<str>, Quick>,
+    /// Shared sources, compiled into `env` under these names, by the address of the
+    /// source's one `Arc` (sources are interned, so the same text is the same `Arc`;
+    /// the entry keeps it alive). Looking up by address spares hashing the whole text
+    /// at each render.
+    shared: HashMap<usize, (Arc<str>, String), Quick>,
     /// Jobs whose messages carry a calendar invitation.
     invites: HashSet<String>,
 }
@@ -236,6 +245,33 @@ pub struct InviteText {
     pub description: Option<String>,
 }
 
+/// A template's source as `Templates::add` kept it: the one `Arc` of its text, and
+/// whether a job before had the same text (then it is compiled once, for all).
+#[derive(Clone, Debug)]
+pub struct Source {
+    pub text: Arc<str>,
+    pub shared: bool,
+}
+
+/// The key of a shared source in `Templates::shared`.
+fn shared_key(source: &Arc<str>) -> usize {
+    Arc::as_ptr(source).cast::<u8>() as usize
+}
+
+/// `%A` of chrono's strftime, in English as chrono has it.
+fn weekday_name(day: chrono::Weekday) -> &'static str {
+    use chrono::Weekday::{Fri, Mon, Sat, Sun, Thu, Tue, Wed};
+    match day {
+        Mon => "Monday",
+        Tue => "Tuesday",
+        Wed => "Wednesday",
+        Thu => "Thursday",
+        Fri => "Friday",
+        Sat => "Saturday",
+        Sun => "Sunday",
+    }
+}
+
 fn name(job: &str, part: Part) -> String {
     match part {
         Part::Attach(i) => format!("{job}.attach.{i}"),
@@ -260,42 +296,57 @@ impl Templates {
         env.add_filter("strftime", strftime);
         Templates {
             env,
-            sources: HashMap::new(),
+            sources: HashMap::default(),
             by_name: Box::new([]),
-            interned: HashSet::new(),
-            shared: HashMap::new(),
+            interned: HashSet::default(),
+            shared: HashMap::default(),
             invites: HashSet::new(),
         }
     }
 
     /// Keeps the source of one template of one job. It is compiled when rendered (the
     /// config's test render reports its mistakes), or by `check`.
-    pub fn add(&mut self, job: &Arc<str>, part: Part, source: String) {
-        let source: Arc<str> = if let Some(known) = self.interned.get(source.as_str()) {
+    pub fn add(&mut self, job: &Arc<str>, part: Part, source: String) -> Source {
+        let source = if let Some(known) = self.interned.get(source.as_str()) {
             let known = Arc::clone(known);
             // A second job uses it: compile it once, for all of them.
-            if !self.shared.contains_key(&known) {
-                let name = format!("shared:{}", self.shared.len());
-                if self
-                    .env
-                    .add_template_owned(name.clone(), known.to_string())
-                    .is_ok()
-                {
-                    self.shared.insert(Arc::clone(&known), name);
-                }
+            self.compile_shared(&known);
+            Source {
+                text: known,
+                shared: true,
             }
-            known
         } else {
             let owned: Arc<str> = Arc::from(source);
             self.interned.insert(Arc::clone(&owned));
-            owned
+            Source {
+                text: owned,
+                shared: false,
+            }
         };
         if let Some(parts) = self.sources.get_mut(&**job) {
-            parts.push((part, source));
+            parts.push((part, Arc::clone(&source.text)));
         } else {
             let mut parts = Vec::with_capacity(2);
-            parts.push((part, source));
+            parts.push((part, Arc::clone(&source.text)));
             self.sources.insert(Arc::clone(job), parts);
+        }
+        source
+    }
+
+    /// Compiles a source that several jobs use, once: `render_source` then finds it.
+    /// `add` does it for its own; a second `Templates` that renders sources kept by
+    /// another (the test render on another thread) does it itself.
+    pub fn compile_shared(&mut self, source: &Arc<str>) {
+        let key = shared_key(source);
+        if !self.shared.contains_key(&key) {
+            let name = format!("shared:{}", self.shared.len());
+            if self
+                .env
+                .add_template_owned(name.clone(), source.to_string())
+                .is_ok()
+            {
+                self.shared.insert(key, (Arc::clone(source), name));
+            }
         }
     }
 
@@ -303,7 +354,7 @@ impl Templates {
     /// a job), and the sources move into one sorted list, exactly sized.
     #[must_use]
     pub fn loaded(mut self) -> Self {
-        self.interned = HashSet::new();
+        self.interned = HashSet::default();
         let mut all: Vec<JobSources> = std::mem::take(&mut self.sources)
             .into_iter()
             .map(|(job, parts)| (job, parts.into_boxed_slice()))
@@ -317,7 +368,11 @@ impl Templates {
     /// Compiles one template without rendering it: for a job whose schedule is invalid,
     /// so that its template mistakes are reported too.
     pub fn check(&self, job: &str, part: Part) -> Result<(), TemplateError> {
-        let source = self.source(job, part)?;
+        self.check_source(job, part, self.source(job, part)?)
+    }
+
+    /// `check` of a source given as it is (a `Source`'s text from another `Templates`).
+    pub fn check_source(&self, job: &str, part: Part, source: &str) -> Result<(), TemplateError> {
         self.env
             .template_from_named_str(&name(job, part), source)
             .map(drop)
@@ -353,23 +408,42 @@ impl Templates {
         vars: &Vars,
         row: Option<&Vars>,
     ) -> Result<String, TemplateError> {
-        let occasion = at.into();
-        let at = occasion.at;
         let source = self.source(job, part)?;
+        self.render_source(job, part, source, at.into(), tz, vars, row)
+    }
+
+    /// Renders `source` as template `part` of `job`: what `render_with` does with the
+    /// source it kept. A shared source is found compiled (`compile_shared`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn render_source(
+        &self,
+        job: &str,
+        part: Part,
+        source: &Arc<str>,
+        occasion: Occasion,
+        tz: Tz,
+        vars: &Vars,
+        row: Option<&Vars>,
+    ) -> Result<String, TemplateError> {
+        let at = occasion.at;
         // A shared source was compiled once, by `add`; any other is compiled now.
-        let name = name(job, part);
-        let template = match self.shared.get(source) {
-            Some(shared) => self.env.get_template(shared),
-            None => self.env.template_from_named_str(&name, source),
+        let own_name;
+        let template = if let Some((_, shared)) = self.shared.get(&shared_key(source)) {
+            self.env.get_template(shared)
+        } else {
+            own_name = name(job, part);
+            self.env.template_from_named_str(&own_name, source)
         }
         .map_err(|e| TemplateError::from_minijinja(&e, Some(vars)))?;
         let local = at.with_timezone(&tz);
+        // `date`, `time` and `weekday` are what "%Y-%m-%d", "%H:%M" and "%A" give
+        // (a unit test holds them to it), without parsing a format at each render.
         let ctx = minijinja::context! {
             job => job,
             scheduled_at => Value::from_object(ScheduledAt(local)),
-            date => local.format("%Y-%m-%d").to_string(),
-            time => local.format("%H:%M").to_string(),
-            weekday => local.format("%A").to_string(),
+            date => format!("{:04}-{:02}-{:02}", local.year(), local.month(), local.day()),
+            time => format!("{:02}:{:02}", local.hour(), local.minute()),
+            weekday => weekday_name(local.weekday()),
             event_at => Value::from_object(ScheduledAt(occasion.event_at.with_timezone(&tz))),
             days_before => occasion.days_before,
             vars => vars,
@@ -541,6 +615,36 @@ mod tests {
         let at = Utc.with_ymd_and_hms(2026, 3, 2, 8, 0, 0).unwrap();
         let vars: Vars = [("owner", "Junho")].into_iter().collect();
         t.render_part("j", Part::Subject, at, chrono_tz::Europe::Berlin, &vars)
+    }
+
+    #[test]
+    fn date_time_and_weekday_are_what_strftime_gives() {
+        let mut t = Templates::new();
+        t.add(
+            &Arc::from("j"),
+            Part::Subject,
+            "{{ date }}|{{ time }}|{{ weekday }}".to_owned(),
+        );
+        let vars = Vars::default();
+        let zones = [
+            chrono_tz::UTC,
+            chrono_tz::Europe::Berlin,
+            chrono_tz::America::St_Johns,
+            chrono_tz::Pacific::Kiritimati,
+        ];
+        // Every 7 h 13 min over three years, through every weekday, hour and DST change.
+        let mut at = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap();
+        while at.year() < 2028 {
+            for tz in zones {
+                let local = at.with_timezone(&tz);
+                let want = local.format("%Y-%m-%d|%H:%M|%A").to_string();
+                assert_eq!(
+                    t.render_part("j", Part::Subject, at, tz, &vars).unwrap(),
+                    want
+                );
+            }
+            at += chrono::Duration::minutes(7 * 60 + 13);
+        }
     }
 
     #[test]

@@ -113,9 +113,9 @@ impl Ahead {
 /// same few schedules many times, and each is checked once.
 #[derive(Default)]
 pub struct Interner {
-    seen: HashMap<String, Arc<str>>,
+    seen: HashMap<String, Arc<str>, foldhash::fast::RandomState>,
     /// First occurrences already found, per expression and zone.
-    validated: HashMap<(Arc<str>, Tz), DateTime<Utc>>,
+    validated: HashMap<(Arc<str>, Tz), DateTime<Utc>, foldhash::fast::RandomState>,
     /// Checks done ahead by other threads, if any.
     ahead: Option<Arc<Ahead>>,
 }

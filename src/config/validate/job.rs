@@ -10,11 +10,12 @@ use chrono::{DateTime, Utc};
 use lettre::message::Mailbox;
 use toml::Spanned;
 
+use super::trial::Found;
 use super::{Defaults, Validator};
 use crate::config::diagnostic::Diagnostic;
 use crate::config::raw::RawJob;
-use crate::config::types::{Job, MAX_JOB_NAME, MAX_RECIPIENTS, header_control, unsubscribe_url};
-use crate::render::{Part, Templates, Vars};
+use crate::config::types::{Job, MAX_JOB_NAME, MAX_RECIPIENTS};
+use crate::render::{Part, Source, Templates, Vars};
 use crate::schedule::{Interner, Schedule};
 
 /// Where a template's text came from, to point errors at the right file and line.
@@ -23,8 +24,32 @@ pub(super) enum TemplateOrigin {
     File(PathBuf),
 }
 
-/// A job's templates and where each came from.
-pub(super) type Origins = Vec<(Part, TemplateOrigin)>;
+/// A job's templates: each part, where it came from, and its source as kept.
+pub(super) type Origins = Vec<(Part, TemplateOrigin, Source)>;
+
+/// One template of a valid job, for the test render after the loop: the job (an
+/// index in the jobs), its file, and where the template came from. The loop keeps
+/// them in one flat list: a list a job, alive until the end of loading and freed
+/// then, left a hole of about 150 bytes a job between the jobs' own allocations,
+/// which the settled daemon carried as resident memory.
+pub(super) struct Rendered {
+    pub(super) job: usize,
+    pub(super) file: usize,
+    pub(super) part: Part,
+    pub(super) origin: TemplateOrigin,
+}
+
+/// Keeps one template of job `name` in `templates`, and where it came from.
+pub(super) fn keep(
+    templates: &mut Templates,
+    origins: &mut Origins,
+    name: &Arc<str>,
+    (part, origin): (Part, TemplateOrigin),
+    text: String,
+) {
+    let source = templates.add(name, part, text);
+    origins.push((part, origin, source));
+}
 
 /// Sender and recipients of one job.
 struct Addresses {
@@ -36,17 +61,23 @@ struct Addresses {
 }
 
 impl Validator<'_> {
+    /// Validates one `[[job]]`. `known` is its name when the caller already holds it
+    /// (shared, rather than copied again); `origins` is emptied and receives where
+    /// each of its templates came from.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn job(
         &mut self,
         raw: RawJob,
+        known: Option<Arc<str>>,
         defaults: &Defaults,
         templates: &mut Templates,
         interner: &mut Interner,
         now: DateTime<Utc>,
-    ) -> Option<(Job, Origins, Vec<u32>)> {
+        origins: &mut Origins,
+    ) -> Option<(Job, Vec<u32>)> {
         let errors_before = self.errors();
         // Shared by the job and its templates' entry.
-        let name: Arc<str> = self.job_name(&raw).into();
+        let name = self.job_name(&raw, known);
         let job = (!name.is_empty()).then_some(&*name);
 
         let account = self.job_account(&raw, &defaults.accounts, job);
@@ -84,10 +115,11 @@ impl Validator<'_> {
             .max_late
             .as_ref()
             .map_or(defaults.max_late, |d| self.duration(d, "max_late"));
-        let mut origins = self.templates(&raw, &name, templates);
-        let attachments = self.attachments(&raw, &name, templates, &mut origins);
-        let invite = self.invite(&raw, &name, templates, &mut origins);
-        let recipients_file = self.recipients_file(&raw, &name, templates, &mut origins);
+        origins.clear();
+        self.templates(&raw, &name, templates, origins);
+        let attachments = self.attachments(&raw, &name, templates, origins);
+        let invite = self.invite(&raw, &name, templates, origins);
+        let recipients_file = self.recipients_file(&raw, &name, templates, origins);
         if let Some(a) = account {
             let rows = self.first_rows.get(&*name).map(|(_, n)| *n);
             let to = if rows.is_some() {
@@ -117,7 +149,7 @@ impl Validator<'_> {
             let at = first.unwrap_or(now);
             let tz = tz.unwrap_or(chrono_tz::UTC);
             let row = self.first_rows.get(&*name).map(|(r, _)| r.clone());
-            for (part, origin) in &origins {
+            for (part, origin, _) in origins.iter() {
                 if let Err(e) = templates.render_with(&name, *part, at, tz, &vars, row.as_ref()) {
                     self.template_error(origin, &name, *part, e.line, &e.message);
                 }
@@ -145,22 +177,25 @@ impl Validator<'_> {
                 invite,
                 recipients_file,
             },
-            origins,
             lead?,
         ))
     }
 
-    /// The job's `name`, reported when missing or malformed (then possibly empty).
-    fn job_name(&mut self, raw: &RawJob) -> String {
-        let raw_name = raw.name.clone().unwrap_or_else(|| {
+    /// The job's `name`, reported when missing or malformed (then possibly empty);
+    /// `known` when it is the same text.
+    fn job_name(&mut self, raw: &RawJob, known: Option<Arc<str>>) -> Arc<str> {
+        let Some(raw_name) = &raw.name else {
             self.at(
                 Some(raw.span.clone()),
                 None,
                 "missing `name`: every [[job]] needs one, e.g. `name = \"weekly-report\"`",
             );
-            Spanned::new(raw.span.clone(), String::new())
-        });
-        let name = raw_name.get_ref().clone();
+            return Arc::from("");
+        };
+        let name = match known {
+            Some(k) if *k == **raw_name.get_ref() => k,
+            _ => Arc::from(raw_name.get_ref().as_str()),
+        };
 
         if raw.name.is_some() && name.is_empty()
             || name.len() > MAX_JOB_NAME
@@ -298,9 +333,14 @@ impl Validator<'_> {
     }
 
     /// Keeps the source of each template (inline, or read from its `*_file`).
-    fn templates(&mut self, raw: &RawJob, name: &Arc<str>, templates: &mut Templates) -> Origins {
+    fn templates(
+        &mut self,
+        raw: &RawJob,
+        name: &Arc<str>,
+        templates: &mut Templates,
+        origins: &mut Origins,
+    ) {
         let job = Some(&**name);
-        let mut origins = Vec::new();
         let parts = [
             (Part::Subject, raw.subject.as_ref(), None, true),
             (Part::Body, raw.body.as_ref(), raw.body_file.as_ref(), true),
@@ -345,36 +385,17 @@ impl Validator<'_> {
                     continue;
                 }
             };
-            templates.add(name, part, source);
-            origins.push((part, origin));
+            keep(templates, origins, name, (part, origin), source);
         }
-        origins
     }
 
-    /// Renders every template of every valid job for its first occurrence.
-    pub(super) fn test_render(
-        &mut self,
-        jobs: &[Job],
-        origins: &[(usize, usize, Origins)],
-        templates: &Templates,
-    ) {
-        let first_rows = &self.first_rows;
-        let outcomes = in_parallel(origins, |(i, _, spans)| {
-            let job = &jobs[*i];
-            let row = first_rows.get(&*job.base).map(|(r, _)| r);
-            spans
-                .iter()
-                .map(|(part, _)| test_render_one(templates, job, *part, row))
-                .collect::<Vec<_>>()
-        });
-        // Reported in the file's order, whichever thread rendered them.
-        for ((i, file, spans), outcome) in origins.iter().zip(outcomes) {
-            self.in_file(*file);
-            for ((part, origin), mistake) in spans.iter().zip(outcome) {
-                if let Some((line, message)) = mistake {
-                    self.template_error(origin, &jobs[*i].base, *part, line, &message);
-                }
-            }
+    /// Reports the mistakes the test render found (`trial`), numbered as `rendered`,
+    /// in the file's order.
+    pub(super) fn test_render(&mut self, jobs: &[Job], rendered: &[Rendered], found: Found) {
+        for (i, (line, message)) in found {
+            let r = &rendered[i];
+            self.in_file(r.file);
+            self.template_error(&r.origin, &jobs[r.job].base, r.part, line, &message);
         }
     }
 
@@ -468,68 +489,4 @@ fn schedule_notes(s: &Schedule, first: DateTime<Utc>, smtp: bool) -> Vec<String>
         ));
     }
     notes
-}
-
-/// A template's mistake found by the test render: its line, and what is wrong.
-type Mistake = Option<(Option<usize>, String)>;
-
-/// Renders one part of a job for its first occurrence (with the first row of its
-/// `recipients_file`), or compiles it when there is nothing to render for.
-fn test_render_one(templates: &Templates, job: &Job, part: Part, row: Option<&Vars>) -> Mistake {
-    let Some(next) = job
-        .first
-        .filter(|_| job.recipients_file.is_none() || row.is_some())
-    else {
-        // No occurrence (the schedule's problem is reported) or no row: compile it at least.
-        return templates
-            .check(&job.base, part)
-            .err()
-            .map(|e| (e.line, e.message));
-    };
-    match templates.render_with(
-        &job.base,
-        part,
-        job.occasion(next),
-        job.tz(),
-        &job.vars,
-        row,
-    ) {
-        Ok(out) if part == Part::Unsubscribe && !unsubscribe_url(&out) => Some((
-            None,
-            format!(
-                "`list_unsubscribe` renders as `{out}`; it must be a `mailto:` or `https://` URL"
-            ),
-        )),
-        Ok(out) if part == Part::Subject => header_control(&out).map(|bad| {
-            (
-                None,
-                format!(
-                    "the subject renders with {bad} for {next}; header values must be one line"
-                ),
-            )
-        }),
-        Ok(_) => None,
-        Err(e) => Some((e.line, e.message)),
-    }
-}
-
-/// `items.iter().map(f)`, on every core for a large file: the test render of 10,000
-/// jobs is a quarter of `check`. In order.
-fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
-    if threads < 2 || items.len() < 512 {
-        return items.iter().map(f).collect();
-    }
-    let chunk = items.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let f = &f;
-        let parts: Vec<_> = items
-            .chunks(chunk)
-            .map(|c| scope.spawn(move || c.iter().map(f).collect::<Vec<R>>()))
-            .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
-    })
 }

@@ -11,6 +11,7 @@ mod oauth2;
 mod ops;
 mod shape;
 mod smtp;
+mod trial;
 mod when;
 
 use std::net::IpAddr;
@@ -24,6 +25,7 @@ use chrono_tz::Tz;
 use lettre::message::Mailbox;
 use toml::Spanned;
 
+use self::job::Rendered;
 use super::Host;
 use super::diagnostic::{Diagnostic, Diagnostics, Source};
 use super::raw::RawTop;
@@ -335,17 +337,25 @@ impl<'a> Validator<'a> {
         let mut interner = Interner::with_ahead(std::sync::Arc::clone(&ahead));
         // Each job is read, validated and its `RawJob` freed before the next is read.
         let mut jobs = Vec::with_capacity(feed.count);
-        let mut seen: std::collections::HashMap<String, (usize, usize)> =
-            std::collections::HashMap::new();
-        let mut origins = Vec::with_capacity(feed.count);
-        std::thread::scope(|scope| {
+        let mut seen: std::collections::HashMap<
+            Arc<str>,
+            (usize, usize),
+            foldhash::fast::RandomState,
+        > = std::collections::HashMap::default();
+        // Nothing a job keeps only while loading is allocated a job: such
+        // allocations, freed together at the end, leave holes between the jobs.
+        let mut rendered = Vec::with_capacity(feed.count * 2);
+        let mut origins = Vec::new();
+        let mistakes = std::thread::scope(|scope| {
             let mut reading = feed.read_ahead(scope, defaults.tz, host.now, &ahead);
+            let mut trial = trial::Trial::start(scope, feed.count);
             while let Some(raw) = feed.next_from(self, reading.as_mut()) {
                 let file = raw.file;
                 self.in_file(file);
+                let mut known = None;
                 if let Some(raw_name) = &raw.name {
-                    let name = raw_name.get_ref().clone();
-                    if let Some(&(first_file, first)) = seen.get(&name) {
+                    if let Some(&(first_file, first)) = seen.get(raw_name.get_ref().as_str()) {
+                        let name = raw_name.get_ref();
                         let (line, _) = self.sources[first_file].line_col(first);
                         let place = if first_file == file {
                             format!("line {line}")
@@ -354,22 +364,40 @@ impl<'a> Validator<'a> {
                         };
                         self.at(
                             Some(raw_name.span()),
-                            Some(&name),
+                            Some(name),
                             format!("duplicate job name (first defined on {place})"),
                         );
                         continue;
                     }
-                    seen.insert(name, (file, raw_name.span().start));
+                    let name: Arc<str> = Arc::from(raw_name.get_ref().as_str());
+                    seen.insert(Arc::clone(&name), (file, raw_name.span().start));
+                    known = Some(name);
                 }
-                if let Some((job, spans, lead)) =
-                    self.job(raw, defaults, templates, &mut interner, host.now)
-                {
-                    origins.push((jobs.len(), file, spans));
+                if let Some((job, lead)) = self.job(
+                    raw,
+                    known,
+                    defaults,
+                    templates,
+                    &mut interner,
+                    host.now,
+                    &mut origins,
+                ) {
+                    let row = self.first_rows.get(&*job.base).map(|(r, _)| r);
+                    for (part, origin, source) in origins.drain(..) {
+                        trial.push(trial::Task::new(&job, part, source, row));
+                        rendered.push(Rendered {
+                            job: jobs.len(),
+                            file,
+                            part,
+                            origin,
+                        });
+                    }
                     jobs.extend(advance_warnings(job, &lead, host.now));
                 }
             }
+            trial.finish()
         });
-        self.test_render(&jobs, &origins, templates);
+        self.test_render(&jobs, &rendered, mistakes);
         self.in_file(0);
         jobs
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Validator;
-use super::job::{Origins, TemplateOrigin};
+use super::job::{Origins, TemplateOrigin, keep};
 use crate::config::raw::RawJob;
 use crate::config::types::{Attachments, DEFAULT_ATTACH_MAX, Invite, Method, OnMissing};
 use crate::render::{Part, Templates};
@@ -30,8 +30,8 @@ impl Validator<'_> {
     ) -> Option<Arc<std::path::PathBuf>> {
         let job = Some(&**name);
         if let Some(u) = &raw.list_unsubscribe {
-            templates.add(name, Part::Unsubscribe, u.get_ref().clone());
-            origins.push((Part::Unsubscribe, TemplateOrigin::Inline(u.span())));
+            let origin = (Part::Unsubscribe, TemplateOrigin::Inline(u.span()));
+            keep(templates, origins, name, origin, u.get_ref().clone());
         }
         let file = raw.recipients_file.as_ref()?;
         let path = self.resolve(file.get_ref());
@@ -134,8 +134,8 @@ impl Validator<'_> {
                 continue;
             }
             let part = Part::Attach(u8::try_from(i).unwrap_or(u8::MAX));
-            templates.add(name, part, path.get_ref().clone());
-            origins.push((part, TemplateOrigin::Inline(path.span())));
+            let origin = (part, TemplateOrigin::Inline(path.span()));
+            keep(templates, origins, name, origin, path.get_ref().clone());
         }
         let dir = match &raw.attach_dir {
             Some(d) => {
@@ -205,8 +205,8 @@ impl Validator<'_> {
             (Part::InviteDescription, &invite.description),
         ] {
             if let Some(t) = text {
-                templates.add(name, part, t.get_ref().clone());
-                origins.push((part, TemplateOrigin::Inline(t.span())));
+                let origin = (part, TemplateOrigin::Inline(t.span()));
+                keep(templates, origins, name, origin, t.get_ref().clone());
             }
         }
         templates.add_invite(name);
