@@ -365,13 +365,9 @@ impl Templates {
         self
     }
 
-    /// Compiles one template without rendering it: for a job whose schedule is invalid,
-    /// so that its template mistakes are reported too.
-    pub fn check(&self, job: &str, part: Part) -> Result<(), TemplateError> {
-        self.check_source(job, part, self.source(job, part)?)
-    }
-
-    /// `check` of a source given as it is (a `Source`'s text from another `Templates`).
+    /// Compiles one template without rendering it, from its source as given (a `Source`'s
+    /// text): for a job with no occurrence to render for, so that its template mistakes
+    /// are reported too.
     pub fn check_source(&self, job: &str, part: Part, source: &str) -> Result<(), TemplateError> {
         self.env
             .template_from_named_str(&name(job, part), source)
