@@ -194,19 +194,72 @@ pub fn trigger(path: &Path, name: &str) -> Exit {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    let now = Utc::now();
-    // Whole seconds, as every occurrence: the Message-ID and the ledger's key.
-    let at = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
-    if let Err(exit) = store(&*ledger, name, Action::Trigger(at)) {
-        return exit;
-    }
+    // The job the daemon sends: the job of that name, else the first of its advance
+    // warnings (as `Worker::triggered`).
     let job = config
         .jobs
         .iter()
         .find(|j| &*j.name == name)
         .or_else(|| config.jobs.iter().find(|j| &*j.base == name));
+    let Some(job) = job else {
+        return Exit::Usage;
+    };
+    let Some(at) = trigger_instant(&config, &*ledger, job, Utc::now()) else {
+        print_error(&format!(
+            "`{name}`: each of the next {TRIGGER_AHEAD} seconds already has an occurrence or a trigger; try again later"
+        ));
+        return Exit::TempFail;
+    };
+    if let Err(exit) = store(&*ledger, name, Action::Trigger(at)) {
+        return exit;
+    }
     say(&format!(
         "`{name}`: one occurrence at {} is queued; the running daemon sends it within a second (`cronmail history --job {name}` shows it), or `cronmail run` when it starts",
-        job.map_or_else(|| crate::deliver::utc(at), |j| local(j, at))
+        local(job, at)
     ))
+}
+
+/// Seconds `trigger` looks ahead for one of its own, at most.
+const TRIGGER_AHEAD: i64 = 3600;
+
+/// The instant of a new trigger of `job`: whole seconds, as every occurrence (the
+/// Message-ID and the ledger's key), from `now` on, and the first second that neither
+/// an earlier trigger of the same job, an occurrence in the ledger, nor one of its
+/// schedule holds. Two triggers in one second are two occurrences, not one whose second
+/// claim is refused.
+fn trigger_instant(
+    config: &Config,
+    ledger: &dyn Ledger,
+    job: &Job,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let first = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
+    let second = chrono::Duration::seconds(1);
+    let resolves_to_job = |given: &str| {
+        config
+            .jobs
+            .iter()
+            .find(|j| &*j.name == given)
+            .or_else(|| config.jobs.iter().find(|j| &*j.base == given))
+            .is_some_and(|j| j.name == job.name)
+    };
+    let triggered: std::collections::HashSet<DateTime<Utc>> = ledger
+        .controls_after(0)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, c)| match c.action {
+            Action::Trigger(t) if t >= first && resolves_to_job(&c.job) => Some(t),
+            _ => None,
+        })
+        .collect();
+    (0..TRIGGER_AHEAD)
+        .map(|s| first + chrono::Duration::seconds(s))
+        .find(|t| {
+            !triggered.contains(t)
+                && job.schedule.next_after(*t - second) != Some(*t)
+                && !matches!(
+                    ledger.get(&Key::new(Arc::clone(&job.name), *t)),
+                    Ok(Some(_))
+                )
+        })
 }

@@ -155,6 +155,64 @@ fn skip_the_next_occurrence_and_trigger_one_now_each_recorded_with_its_own_messa
     );
 }
 
+/// The instant `trigger` says it queued.
+fn queued_at(said: &str) -> String {
+    said.split(" at ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn two_triggers_in_one_second_are_two_occurrences_both_sent() {
+    let cfg = steer_config();
+    let first = ok(&cfg, &["trigger", "daily"]);
+    let second = ok(&cfg, &["trigger", "daily"]);
+    // Each takes a second of its own (the second one, the next free second).
+    assert_ne!(queued_at(&first), queued_at(&second), "{first}\n{second}");
+    let daemon = Daemon::start(&cfg.path, &[]);
+    let sent_twice = wait_until(WAIT, || {
+        records(&cfg, "daily")
+            .iter()
+            .filter(|r| r.state == State::Sent)
+            .count()
+            == 2
+    });
+    daemon.stop();
+    assert!(sent_twice, "{:?}", records(&cfg, "daily"));
+}
+
+#[test]
+fn an_idle_daemon_reads_an_order_as_soon_as_it_is_written() {
+    // Nothing due for hours: the daemon only sleeps, and the orders it reads are the ones
+    // its watch of the state folder tells it of (it would otherwise look every 5 minutes).
+    let cfg = JobsToml::new()
+        .top("state_dir = \"state\"")
+        .top("timezone = \"UTC\"")
+        .outbox()
+        .every("daily", "0 9 1 1 *", "")
+        .write();
+    let daemon = Daemon::start(&cfg.path, &[]);
+    daemon.wait_log("cronmail started", 1, WAIT);
+    for n in 1..=2 {
+        ok(&cfg, &["trigger", "daily"]);
+        let sent = wait_until(Duration::from_secs(10), || {
+            records(&cfg, "daily")
+                .iter()
+                .filter(|r| r.state == State::Sent)
+                .count()
+                == n
+        });
+        assert!(sent, "trigger {n}: {}", daemon.log_text());
+    }
+    ok(&cfg, &["pause", "daily"]);
+    daemon.wait_log("paused (cronmail pause)", 1, Duration::from_secs(10));
+    daemon.stop();
+}
+
 #[test]
 fn orders_for_what_does_not_exist_or_cannot_be_skipped_are_usage_errors() {
     let cfg = steer_config();

@@ -88,6 +88,8 @@ pub(super) struct Worker {
     ops: Arc<crate::ops::Ops>,
     /// Orders of `cronmail skip`, `pause`, `resume` and `trigger`.
     steering: control::Steering,
+    /// The ledger's folder, watched for new orders.
+    watch: control::Watch,
     /// When `cronmail_pending` was last counted.
     pending_published: tokio::time::Instant,
 }
@@ -120,11 +122,13 @@ impl Worker {
             next_poll: tokio::time::Instant::now(),
             ops,
             steering: control::Steering::default(),
+            watch: control::Watch::default(),
             pending_published: tokio::time::Instant::now(),
         }
     }
 
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>, unfinished: Vec<Record>) {
+        self.watch = control::Watch::new(&self.current.config);
         self.resume(unfinished).await;
         self.seed_windows().await;
         self.poll_controls().await;
@@ -140,7 +144,9 @@ impl Worker {
                 );
             }
             if self.clock.real_time() {
-                sleep_for = sleep_for.min(control::POLL);
+                let now = std::time::Instant::now();
+                let orders = self.steering.next_read(self.watch.active()).unwrap_or(now);
+                sleep_for = sleep_for.min(orders.saturating_duration_since(now));
             }
             tokio::select! {
                 msg = rx.recv() => {
@@ -157,12 +163,15 @@ impl Worker {
                     Ok(done) => self.finish(done).await,
                     Err(e) => error!(error = %e, "a delivery task failed"),
                 },
+                () = self.watch.changed(), if !self.steering.changed => {
+                    self.steering.changed = true;
+                }
                 () = tokio::time::sleep(sleep_for) => {
                     self.retry_due().await;
                     self.poll().await;
                 }
             }
-            if self.steering.due() {
+            if self.steering.due(self.watch.active()) {
                 self.poll_controls().await;
             }
             if !self.give_ups.is_empty() {
