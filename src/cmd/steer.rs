@@ -194,14 +194,7 @@ pub fn trigger(path: &Path, name: &str) -> Exit {
         Ok(v) => v,
         Err(exit) => return exit,
     };
-    // The job the daemon sends: the job of that name, else the first of its advance
-    // warnings (as `Worker::triggered`).
-    let job = config
-        .jobs
-        .iter()
-        .find(|j| &*j.name == name)
-        .or_else(|| config.jobs.iter().find(|j| &*j.base == name));
-    let Some(job) = job else {
+    let Some(job) = config.triggered(name) else {
         return Exit::Usage;
     };
     let Some(at) = trigger_instant(&config, &*ledger, job, Utc::now()) else {
@@ -235,14 +228,7 @@ fn trigger_instant(
 ) -> Option<DateTime<Utc>> {
     let first = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
     let second = chrono::Duration::seconds(1);
-    let resolves_to_job = |given: &str| {
-        config
-            .jobs
-            .iter()
-            .find(|j| &*j.name == given)
-            .or_else(|| config.jobs.iter().find(|j| &*j.base == given))
-            .is_some_and(|j| j.name == job.name)
-    };
+    let resolves_to_job = |given: &str| config.triggered(given).is_some_and(|j| j.name == job.name);
     let triggered: std::collections::HashSet<DateTime<Utc>> = ledger
         .controls_after(0)
         .unwrap_or_default()

@@ -401,6 +401,13 @@ impl Config {
         self.find(name).or_else(|| self.find(job_of(name)))
     }
 
+    /// The job `cronmail trigger NAME` sends: the job of that name, else the first of
+    /// a `[[job]]`'s advance warnings (`NAME.7d`, ...).
+    pub fn triggered(&self, name: &str) -> Option<&Arc<Job>> {
+        self.find(name)
+            .or_else(|| self.jobs.iter().find(|j| &*j.base == name))
+    }
+
     fn find(&self, name: &str) -> Option<&Arc<Job>> {
         let i = self
             .by_name

@@ -27,6 +27,14 @@ fn records(cfg: &ConfigDir, job: &str) -> Vec<cronmail::ledger::Record> {
         .unwrap()
 }
 
+/// How many of `job`'s occurrences the ledger has as sent.
+fn sent(cfg: &ConfigDir, job: &str) -> usize {
+    records(cfg, job)
+        .iter()
+        .filter(|r| r.state == State::Sent)
+        .count()
+}
+
 #[track_caller]
 fn ok(cfg: &ConfigDir, args: &[&str]) -> String {
     let out = cronmail(&cfg.path, args, &[]);
@@ -122,20 +130,14 @@ fn skip_the_next_occurrence_and_trigger_one_now_each_recorded_with_its_own_messa
     ok(&cfg, &["trigger", "daily"]);
     daemon.wait_log("job=daily", 2, WAIT);
     ok(&cfg, &["trigger", "daily"]);
-    let ok_twice = wait_until(WAIT, || {
-        records(&cfg, "daily")
-            .iter()
-            .filter(|r| r.state == State::Sent)
-            .count()
-            == 2
-    });
+    let ok_twice = wait_until(WAIT, || sent(&cfg, "daily") == 2);
     daemon.stop();
     assert!(ok_twice, "{:?}", records(&cfg, "daily"));
-    let sent: Vec<_> = records(&cfg, "daily")
+    let both: Vec<_> = records(&cfg, "daily")
         .into_iter()
         .filter(|r| r.state == State::Sent)
         .collect();
-    assert_ne!(sent[0].message_id, sent[1].message_id);
+    assert_ne!(both[0].message_id, both[1].message_id);
     let files: Vec<String> = std::fs::read_dir(cfg.dir.path().join("outbox"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -146,13 +148,7 @@ fn skip_the_next_occurrence_and_trigger_one_now_each_recorded_with_its_own_messa
     let daemon = Daemon::start(&cfg.path, &[]);
     daemon.wait_log("INFO sent", 1, WAIT);
     daemon.stop();
-    assert_eq!(
-        records(&cfg, "daily")
-            .iter()
-            .filter(|r| r.state == State::Sent)
-            .count(),
-        2
-    );
+    assert_eq!(sent(&cfg, "daily"), 2);
 }
 
 /// The instant `trigger` says it queued.
@@ -174,13 +170,7 @@ fn two_triggers_in_one_second_are_two_occurrences_both_sent() {
     // Each takes a second of its own (the second one, the next free second).
     assert_ne!(queued_at(&first), queued_at(&second), "{first}\n{second}");
     let daemon = Daemon::start(&cfg.path, &[]);
-    let sent_twice = wait_until(WAIT, || {
-        records(&cfg, "daily")
-            .iter()
-            .filter(|r| r.state == State::Sent)
-            .count()
-            == 2
-    });
+    let sent_twice = wait_until(WAIT, || sent(&cfg, "daily") == 2);
     daemon.stop();
     assert!(sent_twice, "{:?}", records(&cfg, "daily"));
 }
@@ -199,14 +189,8 @@ fn an_idle_daemon_reads_an_order_as_soon_as_it_is_written() {
     daemon.wait_log("cronmail started", 1, WAIT);
     for n in 1..=2 {
         ok(&cfg, &["trigger", "daily"]);
-        let sent = wait_until(Duration::from_secs(10), || {
-            records(&cfg, "daily")
-                .iter()
-                .filter(|r| r.state == State::Sent)
-                .count()
-                == n
-        });
-        assert!(sent, "trigger {n}: {}", daemon.log_text());
+        let done = wait_until(Duration::from_secs(10), || sent(&cfg, "daily") == n);
+        assert!(done, "trigger {n}: {}", daemon.log_text());
     }
     ok(&cfg, &["pause", "daily"]);
     daemon.wait_log("paused (cronmail pause)", 1, Duration::from_secs(10));

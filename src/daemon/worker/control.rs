@@ -240,7 +240,7 @@ impl Worker {
                 }
                 Action::Trigger(at) => {
                     // A trigger already handled is in the ledger: its claim is refused.
-                    if let Some(job) = self.triggered(&c.job) {
+                    if let Some(job) = self.current.config.triggered(&c.job).cloned() {
                         if !first_look {
                             info!(job = %job.name, occurrence = %local(&job, at), "sending one occurrence now (cronmail trigger)");
                         }
@@ -281,15 +281,5 @@ impl Worker {
             skips: self.steering.skips.clone(),
             paused: self.steering.paused.clone(),
         });
-    }
-
-    /// The job a trigger names: the job of that name, else the first of its advance
-    /// warnings.
-    fn triggered(&self, name: &str) -> Option<Arc<Job>> {
-        let jobs = &self.current.config.jobs;
-        jobs.iter()
-            .find(|j| &*j.name == name)
-            .or_else(|| jobs.iter().find(|j| &*j.base == name))
-            .cloned()
     }
 }
