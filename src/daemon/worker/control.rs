@@ -2,10 +2,11 @@
 //! (so every node sees them), and applied as fires come.
 //!
 //! With the embedded ledger, its folder is watched (`Watch`, inotify): an order written
-//! there wakes the worker, which reads it at once, and while the ledger keeps changing
-//! (its own deliveries) at most every `POLL`; an idle daemon reads it only every
-//! `IDLE_POLL`, and otherwise sleeps. A shared ledger (`PostgreSQL`, written from other
-//! machines), or a folder that cannot be watched, is read every `POLL`.
+//! there wakes the worker, which reads it at most `POLL` after its read before (at once
+//! when the ledger was quiet, every `POLL` while it keeps changing with its own
+//! deliveries); an idle daemon reads it only every `IDLE_POLL`, and otherwise sleeps. A
+//! shared ledger (`PostgreSQL`, written from other machines), or a folder that cannot
+//! be watched, is read every `POLL`.
 //!
 //! The periods are real time (`std::time::Instant`), looked at on each wake of the
 //! worker, which wakes for them only when its clock is real time (`Clock::real_time`):
