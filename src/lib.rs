@@ -56,8 +56,8 @@
 //!
 //! # Theory of operation
 //! One task runs the timer loop: a min-heap holds every enabled job's next occurrence;
-//! the loop sleeps until the earliest (never more than `daemon::MAX_SLEEP`, re-reading
-//! the wall clock on wake), decides what is due, and hands each fire to the delivery
+//! the loop sleeps until the earliest (woken at once by a wall-clock step, see
+//! `clock::Steps`, else never more than `daemon::MAX_SLEEP`), decides what is due, and hands each fire to the delivery
 //! worker. The worker claims it in the ledger, then runs the attempt as a task of its
 //! own, which marks it `sending`, renders, sends (bounded by `timeout`, at most a few
 //! connections at a time), and records `sent`; a failure comes back to the worker,

@@ -1,7 +1,7 @@
 //! Which occurrences are due: a min-heap of every job's next instant, and the
 //! missed-run policy. Pure: `now` is an argument, nothing here sleeps or spawns.
 //!
-//! The daemon's loop sleeps until `next_deadline()` (capped, see `daemon::MAX_SLEEP`),
+//! The daemon's loop sleeps until `next_deadline()` (see `daemon::timer_loop`),
 //! then asks `due(now)`. Only the **newest** due occurrence of a job may be on time (at
 //! most `ON_TIME` late), and it fires normally. Every older one was missed (the machine
 //! was suspended, cronmail was down, the clock jumped), and so is a newest one later

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 pub use notify::{Notice, Notify, SdNotify};
 pub use signals::{Control, signal_events};
-pub use timer_loop::{Fire, MAX_SLEEP, NoReload, Reload, TimerEvent, timer_loop};
+pub use timer_loop::{Fire, MAX_SLEEP, NoReload, Reload, TimerEvent, WATCHED_SLEEP, timer_loop};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Host};
@@ -300,6 +300,14 @@ impl Clock for Beating {
 
     fn real_time(&self) -> bool {
         self.inner.real_time()
+    }
+
+    fn steps(&self) -> Option<crate::clock::Steps> {
+        self.inner.steps()
+    }
+
+    fn sleeping_until(&self, wake: chrono::DateTime<chrono::Utc>) {
+        self.ops.health.sleeping_until(wake);
     }
 }
 

@@ -1,6 +1,8 @@
-//! The timer loop: sleeps until the earliest next occurrence (never more than
-//! `MAX_SLEEP`, re-reading the wall clock on wake), asks the `Timer` what is due, and
-//! hands each decision on. It never polls per job.
+//! The timer loop: sleeps until the earliest next occurrence, asks the `Timer` what is
+//! due, and hands each decision on. It never polls per job. On the system clock a
+//! wall-clock timer (`clock::Steps`) wakes it at once when the clock is set or a resume
+//! from suspend passes the next occurrence, so an idle daemon does not wake; on a clock
+//! without one it looks at the clock every `MAX_SLEEP`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,15 +12,25 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::signals::Control;
-use crate::clock::Clock;
+use crate::clock::{Clock, Steps, Woke};
 use crate::config::Job;
 use crate::deliver::utc;
 use crate::timer::{Decision, SkipReason, Timer};
 
-/// Longest single sleep of the timer loop. The loop re-reads the wall clock when it
-/// wakes, so a suspend, an NTP step or a manual clock change delays a reminder by at
-/// most this much, not by however long a monotonic sleep had left.
+/// Longest single sleep of the timer loop on a clock without a step watch. The loop
+/// re-reads the wall clock when it wakes, so a suspend, an NTP step or a manual clock
+/// change delays a reminder by at most this much, not by however long a monotonic sleep
+/// had left.
 pub const MAX_SLEEP: Duration = Duration::from_secs(60);
+
+/// Longest single sleep with a step watch, which wakes the loop itself on a step or a
+/// resume: a look an hour in case the watch ever misses one.
+pub const WATCHED_SLEEP: Duration = Duration::from_secs(3600);
+
+/// The wall-clock timer is armed this long after the monotonic sleep ends, so that the
+/// two do not both wake the loop for one occurrence; after a resume from suspend the
+/// catch-up is at most this late.
+const WALL_AFTER: Duration = Duration::from_secs(1);
 
 /// A wall-clock jump larger than this between two wakes is logged as a suspend/resume
 /// or a clock change.
@@ -87,6 +99,7 @@ pub async fn timer_loop(
     mut reload: impl Reload,
 ) {
     let mut last_wake = clock.now();
+    let mut steps = clock.steps();
     loop {
         let now = clock.now();
         if now + chrono::Duration::from_std(JUMP_WARNING).unwrap_or_default() < last_wake {
@@ -99,14 +112,27 @@ pub async fn timer_loop(
         fire_due(&mut timer, clock, &mut on);
 
         let deadline = timer.next_deadline();
-        let sleep_for = deadline.map_or(MAX_SLEEP, |t| {
+        let longest = if steps.is_some() {
+            WATCHED_SLEEP
+        } else {
+            MAX_SLEEP
+        };
+        let sleep_for = deadline.map_or(longest, |t| {
             (t - clock.now())
                 .to_std()
                 .unwrap_or_default()
                 .saturating_sub(clock.spin_window())
-                .min(MAX_SLEEP)
+                .min(longest)
         });
         let expected_wake = clock.now() + chrono::Duration::from_std(sleep_for).unwrap_or_default();
+        clock.sleeping_until(expected_wake);
+        if let Some(watch) = &mut steps
+            && let Err(e) = watch
+                .arm(expected_wake + chrono::Duration::from_std(WALL_AFTER).unwrap_or_default())
+        {
+            warn!(error = %e, "the wall-clock timer failed; looking at the clock every minute instead");
+            steps = None;
+        }
         tokio::select! {
             () = tokio::time::sleep(sleep_for) => {
                 let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
@@ -118,6 +144,18 @@ pub async fn timer_loop(
                         spin_until(clock, d);
                     }
             }
+            woke = wall(steps.as_ref()) => match woke {
+                Ok(Woke::Stepped | Woke::Reached) => {
+                    let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
+                    if late > JUMP_WARNING {
+                        warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
+                    }
+                }
+                Err(e) => {
+                    warn!(error = %e, "the wall-clock timer failed; looking at the clock every minute instead");
+                    steps = None;
+                }
+            },
             event = events.recv() => match event {
                 Some(Control::Reload) => {
                     // Fire whatever is due under the old jobs first, so nothing falls
@@ -130,6 +168,14 @@ pub async fn timer_loop(
                 Some(Control::Shutdown) | None => return,
             }
         }
+    }
+}
+
+/// The wall-clock timer's wake, or never without one.
+async fn wall(steps: Option<&Steps>) -> std::io::Result<Woke> {
+    match steps {
+        Some(s) => s.wait().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -6,14 +6,17 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 
-/// The timer loop wakes at least once a `MAX_SLEEP` (60 s); twice that and more without
-/// a wake-up means it is stuck.
+/// The timer loop says when it means to wake (at the next occurrence, within the hour);
+/// this long past that, or past its last wake when it said nothing, without a wake-up
+/// means it is stuck.
 const LOOP_STALE_S: i64 = 150;
 
 #[derive(Default)]
 pub struct Health {
     /// When the timer loop last woke (Unix seconds), 0 before it ran.
     loop_beat: AtomicI64,
+    /// When the timer loop means to wake next (Unix seconds), 0 until it says.
+    loop_plan: AtomicI64,
     /// Why the ledger last refused a write, until one succeeds.
     ledger: Mutex<Option<String>>,
 }
@@ -21,6 +24,11 @@ pub struct Health {
 impl Health {
     pub fn beat(&self, now: DateTime<Utc>) {
         self.loop_beat.store(now.timestamp(), Ordering::Relaxed);
+    }
+
+    /// The timer loop is going to sleep until `wake`.
+    pub fn sleeping_until(&self, wake: DateTime<Utc>) {
+        self.loop_plan.store(wake.timestamp(), Ordering::Relaxed);
     }
 
     pub fn ledger(&self, result: Result<(), String>) {
@@ -37,7 +45,7 @@ impl Health {
         if beat == 0 {
             return Err("the timer loop has not started".to_owned());
         }
-        let since = now.timestamp() - beat;
+        let since = now.timestamp() - beat.max(self.loop_plan.load(Ordering::Relaxed));
         if since > LOOP_STALE_S {
             return Err(format!("the timer loop has not woken for {since} s"));
         }
@@ -65,6 +73,12 @@ mod tests {
         assert_eq!(h.check(t0 + chrono::Duration::seconds(60)), Ok(()));
         let e = h.check(t0 + chrono::Duration::seconds(200)).unwrap_err();
         assert!(e.contains("has not woken for 200 s"), "{e}");
+        // Asleep until an occurrence an hour away: healthy until well after it.
+        h.sleeping_until(t0 + chrono::Duration::seconds(3600));
+        assert_eq!(h.check(t0 + chrono::Duration::seconds(3700)), Ok(()));
+        let e = h.check(t0 + chrono::Duration::seconds(3800)).unwrap_err();
+        assert!(e.contains("has not woken for 200 s"), "{e}");
+        h.sleeping_until(t0);
         h.ledger(Err("disk I/O error".to_owned()));
         let e = h.check(t0).unwrap_err();
         assert!(

@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use super::attempt::Done;
 use super::recorder::Recorder;
-use super::timer_loop::{MAX_SLEEP, TimerEvent};
+use super::timer_loop::{MAX_SLEEP, TimerEvent, WATCHED_SLEEP};
 use crate::clock::Clock;
 use crate::config::{Job, LedgerConfig};
 use crate::deliver::{Loaded, local, utc};
@@ -134,9 +134,15 @@ impl Worker {
         self.poll_controls().await;
         loop {
             let now = self.clock.now();
-            let mut sleep_for = self.retries.peek().map_or(MAX_SLEEP, |Reverse((t, _))| {
-                (*t - now).to_std().unwrap_or_default().min(MAX_SLEEP)
-            });
+            // A retry's time is on the wall clock: looked at every MAX_SLEEP while one
+            // waits, so that a clock step moves it by at most that. With none, nothing
+            // here is due at a time (orders and the ledger's poll set their own below).
+            let mut sleep_for = self
+                .retries
+                .peek()
+                .map_or(WATCHED_SLEEP, |Reverse((t, _))| {
+                    (*t - now).to_std().unwrap_or_default().min(MAX_SLEEP)
+                });
             if self.poll_every().is_some() {
                 sleep_for = sleep_for.min(
                     self.next_poll
