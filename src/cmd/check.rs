@@ -178,7 +178,8 @@ async fn credentials(
 /// 10,000 schedules again costs more than the whole check. With `explain`, how each
 /// schedule was read, field by field.
 fn print_next(config: &Config, explain: bool) {
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout alone flushes at each line, a write(2) a job.
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
     for job in config.jobs.iter().filter(|j| j.enabled) {
         if let Some(t) = job.first {
             let _ = writeln!(
@@ -193,6 +194,7 @@ fn print_next(config: &Config, explain: bool) {
             let _ = writeln!(out, "read: {}\t{} in {}", job.name, how_read(job), job.tz());
         }
     }
+    let _ = out.flush();
 }
 
 /// How a job's schedule was read: a cron expression field by field, or the rule or
