@@ -132,13 +132,12 @@ pub async fn timer_loop(
         {
             warn!(error = %e, "the wall-clock timer failed; looking at the clock every minute instead");
             steps = None;
+            // The sleep above was reckoned with the timer: reckon it again without.
+            continue;
         }
         tokio::select! {
             () = tokio::time::sleep(sleep_for) => {
-                let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
-                if late > JUMP_WARNING {
-                    warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
-                }
+                warn_if_jumped(clock, expected_wake);
                 if let Some(d) = deadline
                     && d - clock.now() <= chrono::Duration::from_std(clock.spin_window()).unwrap_or_default() {
                         spin_until(clock, d);
@@ -146,10 +145,7 @@ pub async fn timer_loop(
             }
             woke = wall(steps.as_ref()) => match woke {
                 Ok(Woke::Stepped | Woke::Reached) => {
-                    let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
-                    if late > JUMP_WARNING {
-                        warn!(by_s = late.as_secs(), "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences");
-                    }
+                    warn_if_jumped(clock, expected_wake);
                 }
                 Err(e) => {
                     warn!(error = %e, "the wall-clock timer failed; looking at the clock every minute instead");
@@ -168,6 +164,17 @@ pub async fn timer_loop(
                 Some(Control::Shutdown) | None => return,
             }
         }
+    }
+}
+
+/// Warns when the loop woke more than `JUMP_WARNING` after it meant to.
+fn warn_if_jumped(clock: &dyn Clock, expected_wake: DateTime<Utc>) {
+    let late = (clock.now() - expected_wake).to_std().unwrap_or_default();
+    if late > JUMP_WARNING {
+        warn!(
+            by_s = late.as_secs(),
+            "the wall clock jumped forward (suspend/resume or clock change); checking for missed occurrences"
+        );
     }
 }
 
